@@ -1,0 +1,446 @@
+//! The embedded in-process backend (the default).
+//!
+//! Storage, expiry and capacity-bounded eviction are [moka]'s; this module adds
+//! the dependency index and stale-set protection on top:
+//!
+//! * **Atomicity.** `put`, `delete` and `invalidate` take one index lock, and
+//!   the store is written under it, so an invalidation and a put never
+//!   interleave: either the entry is stored first and then dropped, or the put
+//!   sees the tombstone and is refused.
+//! * **Bounded index.** Entries evicted or expired by moka are reported through
+//!   its eviction listener and unregistered on the next operation; each
+//!   dependency's member set is also pruned of logically expired members when it
+//!   has doubled since its last pruning (amortised O(1) per put).
+//! * **Tickets** are nanoseconds of a strictly increasing logical clock derived
+//!   from the backend's [`Clock`]. Tombstones live for the configured window;
+//!   tickets older than the window are refused.
+//!
+//! [moka]: https://docs.rs/moka
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+
+use super::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
+use crate::clock::{Clock, SystemClock};
+use crate::error::BackendError;
+
+/// The default tombstone window: how long an invalidation is remembered to
+/// refuse puts carrying older tickets, and how old a ticket may get.
+pub const DEFAULT_TOMBSTONE_WINDOW: Duration = Duration::from_secs(60);
+
+/// How the memory backend bounds its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Capacity {
+    Entries(u64),
+    Bytes(u64),
+}
+
+/// Configures a [`MemoryBackend`].
+#[derive(Debug)]
+#[must_use]
+pub struct MemoryBackendBuilder {
+    capacity: Capacity,
+    window: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemoryBackendBuilder {
+    /// Bounds the number of entries (default 100,000). Replaces a byte bound.
+    pub fn max_entries(mut self, n: u64) -> Self {
+        self.capacity = Capacity::Entries(n);
+        self
+    }
+
+    /// Bounds the total size of keys, values and dependency lists in bytes.
+    /// Replaces an entry bound.
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.capacity = Capacity::Bytes(n);
+        self
+    }
+
+    /// How long tombstones are kept and tickets stay valid (default 60 s). A
+    /// load that takes longer than this never gets stored; a shorter window uses
+    /// less memory for tombstones.
+    pub fn tombstone_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock (for tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Builds the backend.
+    pub fn build(self) -> MemoryBackend {
+        let evicted: Arc<Mutex<Vec<(Arc<str>, u64)>>> = Arc::default();
+        let sink = Arc::clone(&evicted);
+        let mut builder = moka::sync::Cache::builder()
+            .expire_after(PerEntryTtl)
+            .eviction_listener(move |key: Arc<Arc<str>>, entry: Arc<Entry>, cause| {
+                if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
+                    lock(&sink).push(((*key).clone(), entry.gen));
+                }
+            });
+        builder = match self.capacity {
+            Capacity::Entries(n) => builder.max_capacity(n),
+            Capacity::Bytes(n) => {
+                builder
+                    .max_capacity(n)
+                    .weigher(|k: &Arc<str>, e: &Arc<Entry>| {
+                        let deps: usize = e.deps.iter().map(|d| d.len() + 16).sum();
+                        u32::try_from(k.len() + e.value.len() + deps + 64).unwrap_or(u32::MAX)
+                    })
+            }
+        };
+        let origin = self.clock.now();
+        MemoryBackend {
+            inner: Arc::new(Inner {
+                data: builder.build(),
+                index: Mutex::new(Index::default()),
+                evicted,
+                clock: self.clock,
+                origin,
+                last_tick: AtomicU64::new(0),
+                window: self.window,
+                next_gen: AtomicU64::new(1),
+            }),
+        }
+    }
+}
+
+/// The embedded in-memory backend. Cheap to clone; clones share the store.
+///
+/// ```
+/// use matroska::backend::memory::MemoryBackend;
+/// let backend = MemoryBackend::builder().max_entries(10_000).build();
+/// # let _ = backend;
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    data: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    index: Mutex<Index>,
+    evicted: Arc<Mutex<Vec<(Arc<str>, u64)>>>,
+    clock: Arc<dyn Clock>,
+    origin: Instant,
+    last_tick: AtomicU64,
+    window: Duration,
+    next_gen: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Bytes,
+    deps: Box<[Arc<str>]>,
+    gen: u64,
+    ttl: Duration,
+    expires_at: Instant,
+}
+
+#[derive(Debug)]
+struct PerEntryTtl;
+
+impl moka::Expiry<Arc<str>, Arc<Entry>> for PerEntryTtl {
+    fn expire_after_create(&self, _: &Arc<str>, e: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(e.ttl)
+    }
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        e: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(e.ttl)
+    }
+}
+
+/// The members registered under one dependency.
+#[derive(Debug, Default)]
+struct Members {
+    /// key -> (generation, expiry)
+    keys: HashMap<Arc<str>, (u64, Instant)>,
+    prune_at: usize,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// dependency -> entries depending on it
+    reverse: HashMap<Arc<str>, Members>,
+    /// entry -> (generation, its dependencies)
+    forward: HashMap<Arc<str>, (u64, Box<[Arc<str>]>)>,
+    /// dependency -> tick of its last invalidation
+    tombstones: HashMap<Arc<str>, u64>,
+    /// (tick, dependency) in order of invalidation, to expire tombstones
+    tombstone_order: VecDeque<(u64, Arc<str>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the index half-updated in a
+    // way that serves stale data (entries are removed before registrations), so
+    // poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Index {
+    fn unregister(&mut self, key: &Arc<str>, gen: u64) {
+        let Some((current, deps)) = self.forward.get(key) else {
+            return;
+        };
+        if *current != gen {
+            return;
+        }
+        let deps = deps.clone();
+        self.forward.remove(key);
+        for dep in deps.iter() {
+            if let Some(members) = self.reverse.get_mut(dep) {
+                if members.keys.get(key).is_some_and(|(g, _)| *g == gen) {
+                    members.keys.remove(key);
+                }
+                if members.keys.is_empty() {
+                    self.reverse.remove(dep);
+                }
+            }
+        }
+    }
+}
+
+impl MemoryBackend {
+    /// A builder with the defaults: 100,000 entries, a 60 s tombstone window,
+    /// the system clock.
+    pub fn builder() -> MemoryBackendBuilder {
+        MemoryBackendBuilder {
+            capacity: Capacity::Entries(100_000),
+            window: DEFAULT_TOMBSTONE_WINDOW,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// A backend with the default settings.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Runs moka's pending maintenance (expiry, eviction) and unregisters what
+    /// it removed. Maintenance also runs by itself; call this to observe a
+    /// settled state.
+    pub fn run_pending_tasks(&self) {
+        self.inner.data.run_pending_tasks();
+        let mut index = lock(&self.inner.index);
+        self.drain_evicted(&mut index);
+    }
+
+    /// The number of (entry, dependency) registrations in the reverse index.
+    pub fn index_len(&self) -> usize {
+        lock(&self.inner.index)
+            .reverse
+            .values()
+            .map(|m| m.keys.len())
+            .sum()
+    }
+
+    /// The number of entries registered under one encoded dependency key.
+    pub fn dependents(&self, dep: &str) -> usize {
+        lock(&self.inner.index)
+            .reverse
+            .get(dep)
+            .map_or(0, |m| m.keys.len())
+    }
+
+    /// The number of tombstones currently remembered.
+    pub fn tombstone_count(&self) -> usize {
+        let now = self.tick();
+        let mut index = lock(&self.inner.index);
+        self.expire_tombstones(&mut index, now);
+        index.tombstones.len()
+    }
+
+    /// The number of entries in the store, after pending maintenance.
+    pub fn entry_count(&self) -> u64 {
+        self.inner.data.run_pending_tasks();
+        self.inner.data.entry_count()
+    }
+
+    /// A strictly increasing logical time in nanoseconds since the backend was
+    /// built.
+    fn tick(&self) -> u64 {
+        let elapsed = self
+            .inner
+            .clock
+            .now()
+            .saturating_duration_since(self.inner.origin);
+        let now = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1);
+        let mut last = self.inner.last_tick.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.inner.last_tick.compare_exchange_weak(
+                last,
+                next,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    fn window_nanos(&self) -> u64 {
+        u64::try_from(self.inner.window.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn drain_evicted(&self, index: &mut Index) {
+        let evicted = std::mem::take(&mut *lock(&self.inner.evicted));
+        for (key, gen) in evicted {
+            index.unregister(&key, gen);
+        }
+    }
+
+    fn expire_tombstones(&self, index: &mut Index, now: u64) {
+        let horizon = now.saturating_sub(self.window_nanos());
+        while let Some((tick, _)) = index.tombstone_order.front() {
+            if *tick >= horizon {
+                break;
+            }
+            let Some((tick, dep)) = index.tombstone_order.pop_front() else {
+                break;
+            };
+            if index.tombstones.get(&dep) == Some(&tick) {
+                index.tombstones.remove(&dep);
+            }
+        }
+    }
+
+    fn remove_entry(&self, index: &mut Index, key: &Arc<str>) -> bool {
+        let existed = match index.forward.get(key) {
+            Some((gen, _)) => {
+                let gen = *gen;
+                index.unregister(key, gen);
+                true
+            }
+            None => false,
+        };
+        let removed = self.inner.data.remove(key).is_some();
+        existed || removed
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    async fn get(&self, key: &str) -> Result<Lookup, BackendError> {
+        if let Some(entry) = self.inner.data.get(key) {
+            if entry.expires_at > self.inner.clock.now() {
+                return Ok(Lookup::Hit(entry.value.clone()));
+            }
+        }
+        Ok(Lookup::Miss(Ticket::new(self.tick())))
+    }
+
+    async fn has(&self, key: &str) -> Result<bool, BackendError> {
+        Ok(self
+            .inner
+            .data
+            .get(key)
+            .is_some_and(|e| e.expires_at > self.inner.clock.now()))
+    }
+
+    async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, BackendError> {
+        let now_instant = self.inner.clock.now();
+        let key: Arc<str> = Arc::from(req.key);
+        let deps: Box<[Arc<str>]> = req.deps.iter().map(|d| Arc::from(d.as_str())).collect();
+        let mut index = lock(&self.inner.index);
+        let now = self.tick();
+        self.drain_evicted(&mut index);
+        self.expire_tombstones(&mut index, now);
+        if let Some(ticket) = req.ticket {
+            let too_old = now.saturating_sub(ticket.value()) > self.window_nanos();
+            let invalidated = deps.iter().any(|d| {
+                index
+                    .tombstones
+                    .get(d)
+                    .is_some_and(|t| *t >= ticket.value())
+            });
+            if too_old || invalidated {
+                return Ok(PutOutcome::Refused);
+            }
+        }
+        if let Some((old_gen, _)) = index.forward.get(&key) {
+            let old_gen = *old_gen;
+            index.unregister(&key, old_gen);
+        }
+        let gen = self.inner.next_gen.fetch_add(1, Ordering::Relaxed);
+        let expires_at = now_instant + req.ttl;
+        for dep in deps.iter() {
+            let members = index.reverse.entry(dep.clone()).or_default();
+            if members.keys.len() >= members.prune_at {
+                members.keys.retain(|_, (_, exp)| *exp > now_instant);
+                members.prune_at = (members.keys.len() * 2).max(16);
+            }
+            members.keys.insert(key.clone(), (gen, expires_at));
+        }
+        index.forward.insert(key.clone(), (gen, deps.clone()));
+        let entry = Entry {
+            value: req.value,
+            deps,
+            gen,
+            ttl: req.ttl,
+            expires_at,
+        };
+        self.inner.data.insert(key, Arc::new(entry));
+        Ok(PutOutcome::Stored)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, BackendError> {
+        let key: Arc<str> = Arc::from(key);
+        let mut index = lock(&self.inner.index);
+        self.drain_evicted(&mut index);
+        Ok(self.remove_entry(&mut index, &key))
+    }
+
+    async fn invalidate(&self, deps: &[String]) -> Result<u64, BackendError> {
+        let mut index = lock(&self.inner.index);
+        let now = self.tick();
+        self.drain_evicted(&mut index);
+        self.expire_tombstones(&mut index, now);
+        let mut dropped = 0;
+        for dep in deps {
+            let dep: Arc<str> = Arc::from(dep.as_str());
+            index.tombstones.insert(dep.clone(), now);
+            index.tombstone_order.push_back((now, dep.clone()));
+            let Some(members) = index.reverse.remove(&dep) else {
+                continue;
+            };
+            for (key, (gen, _)) in members.keys {
+                if index.forward.get(&key).is_some_and(|(g, _)| *g == gen) {
+                    index.unregister(&key, gen);
+                    if self.inner.data.remove(&key).is_some() {
+                        dropped += 1;
+                    }
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    async fn ticket(&self) -> Result<Ticket, BackendError> {
+        Ok(Ticket::new(self.tick()))
+    }
+}

@@ -1,0 +1,111 @@
+//! The byte-level storage interface and its implementations.
+//!
+//! A [`Backend`] stores opaque bytes under string keys, keeps a reverse index
+//! from dependency keys to entries, and enforces stale-set protection with
+//! [`Ticket`]s. Every method is shaped so that a remote backend can do it in one
+//! round trip. Backends never see typed values: encoding is the job of
+//! [`Cache`](crate::Cache).
+//!
+//! # Contract
+//!
+//! * `get` returns the value, or a miss together with a [`Ticket`] issued at the
+//!   time of the miss.
+//! * `put` with a ticket is refused ([`PutOutcome::Refused`]) if any of its
+//!   dependencies was invalidated after the ticket was issued, or if the ticket
+//!   is older than the backend's tombstone window. Refusal and storage are
+//!   atomic with respect to `invalidate`.
+//! * `invalidate` returns only once every entry depending on one of the
+//!   dependencies is unreadable, and records tombstones so that puts carrying
+//!   older tickets are refused. It returns an error rather than partial success.
+//! * The reverse index never holds more than the live entries, plus what is
+//!   pruned lazily on the next touch of that dependency.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::BackendError;
+
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// A point in the backend's order of events, issued with a miss. A put carrying
+/// it is refused if one of its dependencies was invalidated later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// A ticket from a backend's own clock or sequence.
+    pub const fn new(value: u64) -> Self {
+        Ticket(value)
+    }
+
+    /// The raw value.
+    pub const fn value(self) -> u64 {
+        self.0
+    }
+}
+
+/// The answer to [`Backend::get`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The stored bytes.
+    Hit(Bytes),
+    /// No entry; the ticket to pass to the put that follows the load.
+    Miss(Ticket),
+}
+
+/// The answer to [`Backend::put`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum PutOutcome {
+    /// The entry was stored.
+    Stored,
+    /// The entry was not stored: a dependency was invalidated after the ticket
+    /// was issued, or the ticket was too old. The loaded data may be stale.
+    Refused,
+}
+
+/// One entry to store.
+#[derive(Clone, Debug)]
+pub struct PutRequest<'a> {
+    /// The backend key (already prefixed by the cache).
+    pub key: &'a str,
+    /// The encoded value.
+    pub value: Bytes,
+    /// The encoded dependency keys (already prefixed by the cache), deduplicated.
+    pub deps: &'a [String],
+    /// Time to live, at least one millisecond.
+    pub ttl: Duration,
+    /// The ticket of the miss that preceded the load, if any.
+    pub ticket: Option<Ticket>,
+}
+
+/// A byte-level cache store with a dependency index. See the [module
+/// docs](self) for the contract every implementation keeps.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// Reads an entry; on a miss, issues a ticket.
+    async fn get(&self, key: &str) -> Result<Lookup, BackendError>;
+
+    /// Whether an entry exists.
+    async fn has(&self, key: &str) -> Result<bool, BackendError>;
+
+    /// Stores an entry with its dependencies (replacing any previous entry and
+    /// its registrations), unless its ticket is refused.
+    async fn put(&self, request: PutRequest<'_>) -> Result<PutOutcome, BackendError>;
+
+    /// Removes an entry and its registrations. Returns whether it existed.
+    async fn delete(&self, key: &str) -> Result<bool, BackendError>;
+
+    /// Drops every entry depending on any of `deps` and records tombstones for
+    /// them. Returns the number of entries dropped.
+    async fn invalidate(&self, deps: &[String]) -> Result<u64, BackendError>;
+
+    /// Issues a ticket without reading anything (used after a corrupt entry was
+    /// discarded).
+    async fn ticket(&self) -> Result<Ticket, BackendError>;
+}

@@ -1,0 +1,5 @@
+//! The Redis backend (single node and Redis Cluster).
+
+/// A backend storing entries in Redis.
+#[derive(Debug)]
+pub struct RedisBackend {}
