@@ -9,15 +9,15 @@
 //!   sees the tombstone and is refused.
 //! * **Bounded index.** Entries evicted or expired by moka are reported through
 //!   its eviction listener and unregistered on the next operation; each
-//!   dependency's member set is also pruned of logically expired members when it
-//!   has doubled since its last pruning (amortised O(1) per put).
+//!   dependency's member set is also ordered by expiry and pruned of expired
+//!   members whenever a put touches it (amortised O(log n) per member).
 //! * **Tickets** are nanoseconds of a strictly increasing logical clock derived
 //!   from the backend's [`Clock`]. Tombstones live for the configured window;
 //!   tickets older than the window are refused.
 //!
 //! [moka]: https://docs.rs/moka
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -167,12 +167,43 @@ impl moka::Expiry<Arc<str>, Arc<Entry>> for PerEntryTtl {
     }
 }
 
-/// The members registered under one dependency.
+/// The members registered under one dependency, also ordered by expiry so
+/// that expired members are pruned from the front on every touch (as Redis'
+/// `ZREMRANGEBYSCORE` does for the Redis backend).
 #[derive(Debug, Default)]
 struct Members {
     /// key -> (generation, expiry)
     keys: HashMap<Arc<str>, (u64, Instant)>,
-    prune_at: usize,
+    by_expiry: BTreeSet<(Instant, Arc<str>)>,
+}
+
+impl Members {
+    fn insert(&mut self, key: Arc<str>, gen: u64, expires_at: Instant) {
+        if let Some((_, old)) = self.keys.insert(key.clone(), (gen, expires_at)) {
+            self.by_expiry.remove(&(old, key.clone()));
+        }
+        self.by_expiry.insert((expires_at, key));
+    }
+
+    fn remove(&mut self, key: &Arc<str>, gen: u64) {
+        if let Some((g, exp)) = self.keys.get(key).copied() {
+            if g == gen {
+                self.keys.remove(key);
+                self.by_expiry.remove(&(exp, key.clone()));
+            }
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some((exp, _)) = self.by_expiry.first() {
+            if *exp > now {
+                break;
+            }
+            if let Some((_, key)) = self.by_expiry.pop_first() {
+                self.keys.remove(&key);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -206,9 +237,7 @@ impl Index {
         self.forward.remove(key);
         for dep in deps.iter() {
             if let Some(members) = self.reverse.get_mut(dep) {
-                if members.keys.get(key).is_some_and(|(g, _)| *g == gen) {
-                    members.keys.remove(key);
-                }
+                members.remove(key, gen);
                 if members.keys.is_empty() {
                     self.reverse.remove(dep);
                 }
@@ -390,11 +419,8 @@ impl Backend for MemoryBackend {
         let expires_at = now_instant + req.ttl;
         for dep in deps.iter() {
             let members = index.reverse.entry(dep.clone()).or_default();
-            if members.keys.len() >= members.prune_at {
-                members.keys.retain(|_, (_, exp)| *exp > now_instant);
-                members.prune_at = (members.keys.len() * 2).max(16);
-            }
-            members.keys.insert(key.clone(), (gen, expires_at));
+            members.prune(now_instant);
+            members.insert(key.clone(), gen, expires_at);
         }
         index.forward.insert(key.clone(), (gen, deps.clone()));
         let entry = Entry {
