@@ -69,3 +69,8 @@ pub use dep::{
 };
 pub use error::{BackendError, BackendErrorKind, BoxError, Error};
 pub use scope::{Mode, ScopeError, Scopes};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
