@@ -1,5 +1,763 @@
-//! The Redis backend (single node and Redis Cluster).
+//! The Redis backend: several application processes sharing one cache.
+//!
+//! Built on redis-rs with tokio: a [`ConnectionManager`] (one multiplexed
+//! connection that reconnects by itself) and Lua scripts run with `EVALSHA`
+//! (reloaded on `NOSCRIPT`, for example after a server restart).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use matroska::{Cache, RedisBackend};
+//!
+//! # async fn demo() -> Result<(), matroska::BackendError> {
+//! let backend = RedisBackend::builder("redis://127.0.0.1:6379/")
+//!     .namespace("myapp")
+//!     .response_timeout(Duration::from_millis(500))
+//!     .build()
+//!     .await?;
+//! let cache = Cache::new(backend);
+//! # let _ = cache; Ok(()) }
+//! ```
+//!
+//! # Round trips
+//!
+//! On a single node, `get` (a hit, or a miss with its ticket), `put` with any
+//! number of dependencies (ticket check included) and `invalidate` of any
+//! number of dependencies are one script call each. Two cases add calls:
+//!
+//! * a `put` that overwrites an entry whose *previous* dependencies are not all
+//!   among the new ones, and a `delete` of an entry with dependencies, make a
+//!   second call that unregisters the previous generation (see the protocol);
+//! * an `invalidate` whose dependents exceed the
+//!   [chunk size](RedisBackendBuilder::chunk_size) drains the large indexes in
+//!   further calls of one chunk each, so that no script blocks Redis for long.
+//!
+//! # Layout
+//!
+//! With `N` the [namespace](RedisBackendBuilder::namespace) (`%`, `{` and `}`
+//! percent-encoded), `K` an entry key and `D` a dependency key as the
+//! [`Cache`](crate::Cache) passes them (any UTF-8), and `h(x)` sixteen hex
+//! digits of the 64-bit FNV-1a hash of `x`:
+//!
+//! | key | type | contents | expiry |
+//! |---|---|---|---|
+//! | `N:{h(K)}:e:K` | hash | `v` value, `g` generation, `d` the entry's index keys (MessagePack) | the entry's TTL |
+//! | `N:{h(D)}:i:D` | sorted set | members `generation ‖ entry key`, scored by the entry's expiry (ms, server time) | the latest live expiry |
+//! | `N:{h(D)}:t:D` | string | server time (µs) of the last invalidation of `D` | the tombstone window |
+//! | `N:{h(D)}:x:D` | sorted set | an index being drained by a chunked invalidation | the latest expiry in it |
+//!
+//! The braces are a Redis Cluster hash tag chosen by this backend: an entry's
+//! keys share a slot, and so do a dependency's index, tombstone and drain key,
+//! whatever braces the names themselves contain. Every key a script reads or
+//! writes is passed in `KEYS`, never assembled by the script, with one
+//! exception: the single-node invalidation follows the index members to the
+//! entries they name (see below).
+//!
+//! # Protocol
+//!
+//! * **Generations.** Each put draws a random 64-bit generation, stored in the
+//!   entry (`g`) and prefixed to its index members. Everything that removes a
+//!   registration or drops an entry names the generation, so a late cleanup
+//!   never removes a newer registration of the same key, and invalidating a
+//!   dependency that an *older* version of a key had never drops the newer
+//!   version that no longer depends on it.
+//! * **get** (`get.lua`): `HGET v`; on a miss, `TIME` in the same call becomes
+//!   the ticket (µs of Redis server time, so that tickets stay comparable
+//!   across the nodes of a cluster up to their clock skew).
+//! * **put** (`put.lua`): refuses the put if the ticket is older than the
+//!   window or a dependency's tombstone is at or after the ticket; checks the
+//!   type of every key before its first write (foreign data: nothing written);
+//!   prunes each index of expired members; reads the previous generation and
+//!   its dependencies from the entry, unregisters it from the indexes it shares
+//!   with the new put, writes the entry, registers the new generation and sets
+//!   each index's expiry to its latest member's. The previous generation's
+//!   *other* indexes are not declared keys, so the script returns them and the
+//!   client removes that generation from them in a second call
+//!   (`unregister.lua`), only when the dependencies changed. If that call
+//!   fails, the stray member is harmless (its generation no longer matches) and
+//!   is pruned when it expires.
+//! * **delete** (`delete.lua` + `unregister.lua`): the same two steps.
+//! * **invalidate** (`invalidate.lua`): checks the types of the indexes, writes
+//!   every tombstone (value: server time, expiry: the window) *before* dropping
+//!   anything, then, for indexes whose members fit in the chunk budget, drops
+//!   each member whose entry still has that generation and removes it from the
+//!   entry's other indexes. A larger index is renamed to its drain key (merged
+//!   into it if a drain is already pending) and emptied one chunk per call
+//!   (`drain.lua`); puts racing with the drain are refused by the tombstone
+//!   already written, and new registrations go to a fresh index. An
+//!   interrupted drain is resumed by the next invalidation of that dependency.
+//!   The entries named by index members are the keys the scripts do not
+//!   declare: on a single node that is what makes the common invalidation one
+//!   round trip; on Redis Cluster the same step has to become a per-slot call.
+//!
+//! # Tombstone window
+//!
+//! A tombstone is kept for the [window](RedisBackendBuilder::tombstone_window)
+//! (default 60 s), and tickets older than the window are refused, so a load
+//! that takes longer than the window is never stored. A longer window lets slow
+//! loads be cached and costs one small string per dependency invalidated within
+//! the window; a shorter one saves that memory and refuses more slow loads.
+//!
+//! # Behavior on failures
+//!
+//! * Every call is bounded by the connect timeout plus the response timeout;
+//!   an unreachable or silent server gives a [`BackendError`] of kind
+//!   [`Unavailable`](BackendErrorKind::Unavailable) or
+//!   [`Timeout`](BackendErrorKind::Timeout) (`is_transient()`).
+//!   [`Cache::get_or_load`](crate::Cache::get_or_load) then calls the loader.
+//! * The connection manager reconnects in the background after a dropped
+//!   connection; scripts are reloaded after a restart. No restart of the
+//!   application is needed.
+//! * `invalidate` returns an error unless every tombstone was written and every
+//!   dependent dropped; a timeout means it may have taken effect partly.
+//! * A key under the namespace holding another Redis type, or an unreadable
+//!   index, gives [`ForeignData`](BackendErrorKind::ForeignData) naming that
+//!   Redis key; nothing is written by the failed call.
+//! * Redis server time is assumed not to step backwards by more than the gap
+//!   between a miss and an invalidation; a clock stepped back could let a put
+//!   with a ticket from "the future" through.
+//!
+//! # TLS
+//!
+//! `rediss://` URLs need redis-rs built with one of its TLS features (for
+//! example `tls-rustls` + `tokio-rustls-comp`); enable it in your own
+//! `Cargo.toml` next to matroska.
+//!
+//! [`ConnectionManager`]: redis::aio::ConnectionManager
 
-/// A backend storing entries in Redis.
-#[derive(Debug)]
-pub struct RedisBackend {}
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use tracing::warn;
+
+use super::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
+use crate::error::{BackendError, BackendErrorKind};
+
+/// The default tombstone window (60 s).
+pub const DEFAULT_TOMBSTONE_WINDOW: Duration = Duration::from_secs(60);
+/// The default namespace: the first part of every Redis key this backend uses.
+pub const DEFAULT_NAMESPACE: &str = "matroska";
+/// The default number of dependents dropped per script call.
+pub const DEFAULT_CHUNK_SIZE: usize = 1000;
+/// The default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default response timeout.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+const DROP_MEMBER: &str = include_str!("drop_member.lua");
+
+static GET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("get.lua")));
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("delete.lua")));
+static UNREGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("unregister.lua")));
+static INVALIDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{DROP_MEMBER}\n{}", include_str!("invalidate.lua"))));
+static DRAIN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{DROP_MEMBER}\n{}", include_str!("drain.lua"))));
+
+/// Where the connection comes from.
+enum Source {
+    Url(String),
+    Connection(ConnectionManager),
+}
+
+/// Configures a [`RedisBackend`]; made by [`RedisBackend::builder`] or
+/// [`RedisBackend::from_connection`].
+#[must_use]
+pub struct RedisBackendBuilder {
+    source: Source,
+    namespace: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    window: Duration,
+    chunk_size: usize,
+}
+
+impl fmt::Debug for RedisBackendBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackendBuilder")
+            .field(
+                "source",
+                &match &self.source {
+                    Source::Url(_) => "url",
+                    Source::Connection(_) => "connection",
+                },
+            )
+            .field("namespace", &self.namespace)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("window", &self.window)
+            .field("chunk_size", &self.chunk_size)
+            .finish()
+    }
+}
+
+impl RedisBackendBuilder {
+    /// The first part of every Redis key (default [`DEFAULT_NAMESPACE`]).
+    /// Backends with different namespaces share a server without seeing each
+    /// other. Any text; `%`, `{` and `}` are percent-encoded in key names.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// How long connecting may take (default 1 s). Only used with a URL.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long Redis may take to answer one call (default 1 s). Every
+    /// operation is also bounded by connect + response timeout as a whole, so
+    /// that calls waiting for a reconnection fail in time.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long tombstones are kept and tickets stay valid (default 60 s).
+    /// See [the trade-off](self#tombstone-window).
+    pub fn tombstone_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How many dependents one script call drops at most (default 1000;
+    /// minimum 1). An invalidation with more dependents runs in several calls
+    /// so that Redis is never blocked for long (about a millisecond per 1000).
+    pub fn chunk_size(mut self, n: usize) -> Self {
+        self.chunk_size = n.max(1);
+        self
+    }
+
+    /// Connects (for a URL) and loads the scripts.
+    ///
+    /// # Errors
+    /// [`BackendErrorKind::Refused`] for an invalid URL or a refused
+    /// authentication; [`BackendErrorKind::Unavailable`] or
+    /// [`BackendErrorKind::Timeout`] if the server cannot be reached.
+    pub async fn build(self) -> Result<RedisBackend, BackendError> {
+        let op_timeout = self.connect_timeout + self.response_timeout;
+        let conn = match self.source {
+            Source::Connection(conn) => conn,
+            Source::Url(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(|e| {
+                    BackendError::new(BackendErrorKind::Refused, format!("invalid Redis URL: {e}")).with_source(e)
+                })?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout))
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(self.connect_timeout);
+                let connect = ConnectionManager::new_with_config(client, config);
+                match tokio::time::timeout(op_timeout, connect).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => return Err(map_error(e, None)),
+                    Err(_) => {
+                        return Err(BackendError::new(
+                            BackendErrorKind::Timeout,
+                            format!("could not connect to Redis within {op_timeout:?}"),
+                        ))
+                    }
+                }
+            }
+        };
+        let backend = RedisBackend {
+            conn,
+            namespace: escape_namespace(&self.namespace),
+            window_us: saturating_u64(self.window.as_micros()).max(1).to_string(),
+            window_ms: saturating_u64(self.window.as_millis()).max(1).to_string(),
+            chunk_size: self.chunk_size,
+            op_timeout,
+            gens: Generations::new(),
+        };
+        backend.load_scripts().await?;
+        Ok(backend)
+    }
+}
+
+/// A [`Backend`] storing entries in Redis. Cheap to clone; clones share the
+/// connection. See the [module docs](self) for the layout, the protocol and
+/// the behavior on failures.
+#[derive(Clone)]
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    namespace: String,
+    window_us: String,
+    window_ms: String,
+    chunk_size: usize,
+    op_timeout: Duration,
+    gens: std::sync::Arc<Generations>,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("namespace", &self.namespace)
+            .field("window_ms", &self.window_ms)
+            .field("chunk_size", &self.chunk_size)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// A builder connecting to `url` (`redis://[user:password@]host:port/db`,
+    /// or `rediss://` with a TLS feature of redis-rs enabled).
+    pub fn builder(url: impl Into<String>) -> RedisBackendBuilder {
+        Self::with_source(Source::Url(url.into()))
+    }
+
+    /// A builder over an existing connection manager (its own timeouts and
+    /// reconnection settings apply; the builder's timeouts still bound each
+    /// operation as a whole).
+    pub fn from_connection(conn: ConnectionManager) -> RedisBackendBuilder {
+        Self::with_source(Source::Connection(conn))
+    }
+
+    fn with_source(source: Source) -> RedisBackendBuilder {
+        RedisBackendBuilder {
+            source,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            window: DEFAULT_TOMBSTONE_WINDOW,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+
+    /// The connection this backend uses (a clone sharing it).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The Redis key of the hash holding the entry stored under `key` (a key as
+    /// the [`Cache`](crate::Cache) passes it to the backend).
+    pub fn entry_key(&self, key: &str) -> String {
+        self.redis_key("e", key)
+    }
+
+    /// The Redis key of the reverse index (sorted set) of dependency `dep`.
+    pub fn index_key(&self, dep: &str) -> String {
+        self.redis_key("i", dep)
+    }
+
+    /// The Redis key of the tombstone of dependency `dep`.
+    pub fn tombstone_key(&self, dep: &str) -> String {
+        self.redis_key("t", dep)
+    }
+
+    /// The Redis key where a chunked invalidation of `dep` drains its index.
+    pub fn drain_key(&self, dep: &str) -> String {
+        self.redis_key("x", dep)
+    }
+
+    fn redis_key(&self, kind: &str, name: &str) -> String {
+        let mut k = String::with_capacity(self.namespace.len() + name.len() + 24);
+        k.push_str(&self.namespace);
+        k.push_str(":{");
+        k.push_str(&format!("{:016x}", fnv1a(name.as_bytes())));
+        k.push_str("}:");
+        k.push_str(kind);
+        k.push(':');
+        k.push_str(name);
+        k
+    }
+
+    async fn load_scripts(&self) -> Result<(), BackendError> {
+        for script in [&*GET, &*PUT, &*DELETE, &*UNREGISTER, &*INVALIDATE, &*DRAIN] {
+            let mut conn = self.conn.clone();
+            self.bounded(async move { script.load_async(&mut conn).await }, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one call within the operation timeout and maps its error.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+        key: Option<&str>,
+    ) -> Result<T, BackendError> {
+        match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_error(e, key)),
+            Err(_) => {
+                let e = BackendError::new(
+                    BackendErrorKind::Timeout,
+                    format!("Redis did not answer within {:?}", self.op_timeout),
+                );
+                Err(match key {
+                    Some(k) => e.with_key(k),
+                    None => e,
+                })
+            }
+        }
+    }
+
+    async fn unregister(&self, member: &[u8], indexes: &[Vec<u8>]) {
+        let mut inv = UNREGISTER.prepare_invoke();
+        for index in indexes {
+            inv.key(index.as_slice());
+        }
+        inv.arg(member);
+        let mut conn = self.conn.clone();
+        let result = self.bounded(async { inv.invoke_async::<Value>(&mut conn).await }, None).await;
+        if let Err(e) = result {
+            // Harmless: the stray registration names an old generation and is
+            // pruned once it expires.
+            warn!(error = %e, "could not unregister a previous generation");
+        }
+    }
+
+    /// Drains one dependency's drain key, chunk by chunk.
+    async fn drain(&self, dep: &str) -> Result<u64, BackendError> {
+        let drain = self.drain_key(dep);
+        let index = self.index_key(dep);
+        let mut dropped = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let mut inv = DRAIN.key(drain.as_str());
+            inv.arg(self.chunk_size).arg(index.as_str());
+            let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&drain)).await?;
+            let items = array(reply, &drain)?;
+            let (n, left) = match items.as_slice() {
+                [n, left] => (int(n, &drain)?, int(left, &drain)?),
+                _ => return Err(protocol(&drain, "unexpected drain reply")),
+            };
+            dropped += u64::try_from(n).unwrap_or(0);
+            if left == 0 {
+                return Ok(dropped);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, key: &str) -> Result<Lookup, BackendError> {
+        let entry = self.entry_key(key);
+        let mut conn = self.conn.clone();
+        let inv = GET.key(entry.as_str());
+        let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&entry)).await?;
+        match reply {
+            Value::BulkString(bytes) => Ok(Lookup::Hit(Bytes::from(bytes))),
+            Value::Array(time) => Ok(Lookup::Miss(parse_time(&time, &entry)?)),
+            _ => Err(protocol(&entry, "unexpected reply to get")),
+        }
+    }
+
+    async fn has(&self, key: &str) -> Result<bool, BackendError> {
+        let entry = self.entry_key(key);
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("HEXISTS").arg(entry.as_str()).arg("v").clone();
+        self.bounded(async { cmd.query_async::<bool>(&mut conn).await }, Some(&entry)).await
+    }
+
+    async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, BackendError> {
+        let entry = self.entry_key(req.key);
+        let indexes: Vec<String> = req.deps.iter().map(|d| self.index_key(d)).collect();
+        let mut inv = PUT.key(entry.as_str());
+        for index in &indexes {
+            inv.key(index.as_str());
+        }
+        let tombstones: Vec<String> = match req.ticket {
+            Some(_) => req.deps.iter().map(|d| self.tombstone_key(d)).collect(),
+            None => Vec::new(),
+        };
+        for t in &tombstones {
+            inv.key(t.as_str());
+        }
+        let ttl_ms = saturating_u64(req.ttl.as_millis()).max(1);
+        let ticket = req.ticket.map(|t| t.value().to_string()).unwrap_or_default();
+        let gen = self.gens.next();
+        inv.arg(req.value.as_ref())
+            .arg(ttl_ms)
+            .arg(ticket)
+            .arg(self.window_us.as_str())
+            .arg(gen.as_str())
+            .arg(req.deps.len());
+        let mut conn = self.conn.clone();
+        let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&entry)).await?;
+        let mut items = array(reply, &entry)?.into_iter();
+        let status = match items.next() {
+            Some(v) => int(&v, &entry)?,
+            None => return Err(protocol(&entry, "empty reply to put")),
+        };
+        match status {
+            0 => Ok(PutOutcome::Refused),
+            1 => {
+                if let Some(member) = items.next() {
+                    let member = bulk(member, &entry)?;
+                    let stale = items.map(|v| bulk(v, &entry)).collect::<Result<Vec<_>, _>>()?;
+                    self.unregister(&member, &stale).await;
+                }
+                Ok(PutOutcome::Stored)
+            }
+            -1 => {
+                let i = items.next().map(|v| int(&v, &entry)).transpose()?;
+                let n = indexes.len() as i64;
+                let name = match i {
+                    Some(1) => entry.as_str(),
+                    Some(i) if i >= 2 && i <= n + 1 => indexes[(i - 2) as usize].as_str(),
+                    Some(i) if i > n + 1 && i <= 2 * n + 1 => tombstones[(i - n - 2) as usize].as_str(),
+                    _ => entry.as_str(),
+                };
+                Err(foreign(name))
+            }
+            _ => Err(protocol(&entry, "unexpected status in reply to put")),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, BackendError> {
+        let entry = self.entry_key(key);
+        let mut conn = self.conn.clone();
+        let inv = DELETE.key(entry.as_str());
+        let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&entry)).await?;
+        let mut items = array(reply, &entry)?.into_iter();
+        let existed = match items.next() {
+            Some(v) => int(&v, &entry)? > 0,
+            None => return Err(protocol(&entry, "empty reply to delete")),
+        };
+        if let Some(member) = items.next() {
+            let member = bulk(member, &entry)?;
+            let indexes = items.map(|v| bulk(v, &entry)).collect::<Result<Vec<_>, _>>()?;
+            if !indexes.is_empty() {
+                self.unregister(&member, &indexes).await;
+            }
+        }
+        Ok(existed)
+    }
+
+    async fn invalidate(&self, deps: &[String]) -> Result<u64, BackendError> {
+        if deps.is_empty() {
+            return Ok(0);
+        }
+        let mut keys = Vec::with_capacity(deps.len() * 3);
+        for dep in deps {
+            keys.push(self.tombstone_key(dep));
+            keys.push(self.index_key(dep));
+            keys.push(self.drain_key(dep));
+        }
+        let mut inv = INVALIDATE.prepare_invoke();
+        for k in &keys {
+            inv.key(k.as_str());
+        }
+        inv.arg(self.window_ms.as_str()).arg(self.chunk_size);
+        let mut conn = self.conn.clone();
+        let first = &keys[1];
+        let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(first)).await?;
+        let items = array(reply, first)?;
+        let mut items = items.iter();
+        let status = match items.next() {
+            Some(v) => int(v, first)?,
+            None => return Err(protocol(first, "empty reply to invalidate")),
+        };
+        if status < 0 {
+            let i = items.next().map(|v| int(v, first)).transpose()?;
+            let name = i.and_then(|i| usize::try_from(i - 1).ok()).and_then(|i| keys.get(i)).unwrap_or(first);
+            return Err(foreign(name));
+        }
+        let mut dropped = u64::try_from(status).unwrap_or(0);
+        for j in items {
+            let j = int(j, first)?;
+            let dep = usize::try_from(j - 1)
+                .ok()
+                .and_then(|j| deps.get(j))
+                .ok_or_else(|| protocol(first, "invalidate named an unknown dependency"))?;
+            dropped += self.drain(dep).await?;
+        }
+        Ok(dropped)
+    }
+
+    async fn ticket(&self) -> Result<Ticket, BackendError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("TIME");
+        let reply: Value = self.bounded(async { cmd.query_async(&mut conn).await }, None).await?;
+        match reply {
+            Value::Array(time) => parse_time(&time, "TIME"),
+            _ => Err(BackendError::new(BackendErrorKind::Protocol, "unexpected reply to TIME")),
+        }
+    }
+}
+
+/// Random 64-bit generations, distinct within a process and unlikely to
+/// collide across processes.
+struct Generations {
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl Generations {
+    fn new() -> std::sync::Arc<Self> {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        std::sync::Arc::new(Generations { seed: h.finish(), counter: AtomicU64::new(0) })
+    }
+
+    /// Sixteen lowercase hex digits.
+    fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}", splitmix64(self.seed.wrapping_add(n)))
+    }
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn escape_namespace(ns: &str) -> String {
+    let mut out = String::with_capacity(ns.len());
+    for ch in ns.chars() {
+        match ch {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn saturating_u64(n: u128) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn protocol(key: &str, message: &str) -> BackendError {
+    BackendError::new(BackendErrorKind::Protocol, message).with_key(key)
+}
+
+fn foreign(key: &str) -> BackendError {
+    BackendError::new(
+        BackendErrorKind::ForeignData,
+        "the key holds data this library did not write (wrong Redis type or malformed)",
+    )
+    .with_key(key)
+}
+
+fn array(v: Value, key: &str) -> Result<Vec<Value>, BackendError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        _ => Err(protocol(key, "expected an array reply")),
+    }
+}
+
+fn int(v: &Value, key: &str) -> Result<i64, BackendError> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        _ => Err(protocol(key, "expected an integer in the reply")),
+    }
+}
+
+fn bulk(v: Value, key: &str) -> Result<Vec<u8>, BackendError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        _ => Err(protocol(key, "expected a string in the reply")),
+    }
+}
+
+/// Turns a `TIME` reply into a ticket in microseconds.
+fn parse_time(parts: &[Value], key: &str) -> Result<Ticket, BackendError> {
+    let num = |v: &Value| -> Option<u64> {
+        match v {
+            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            Value::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        }
+    };
+    match parts {
+        [s, us] => match (num(s), num(us)) {
+            (Some(s), Some(us)) => Ok(Ticket::new(s.saturating_mul(1_000_000) + us)),
+            _ => Err(protocol(key, "malformed server time")),
+        },
+        _ => Err(protocol(key, "malformed server time")),
+    }
+}
+
+/// Maps a redis-rs error to a backend error kind.
+fn map_error(e: RedisError, key: Option<&str>) -> BackendError {
+    let kind = if e.is_timeout() {
+        BackendErrorKind::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_cluster_error() {
+        BackendErrorKind::Unavailable
+    } else {
+        match e.kind() {
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask,
+            )
+            | ErrorKind::ClusterConnectionNotFound => BackendErrorKind::Unavailable,
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => BackendErrorKind::Protocol,
+            ErrorKind::Extension => match e.code() {
+                Some("WRONGTYPE") => BackendErrorKind::ForeignData,
+                // a long-running script elsewhere; retrying later may succeed
+                Some("BUSY") => BackendErrorKind::Unavailable,
+                _ => BackendErrorKind::Refused,
+            },
+            _ => BackendErrorKind::Refused,
+        }
+    };
+    let message = match kind {
+        BackendErrorKind::ForeignData => "the key holds data this library did not write (wrong Redis type)".to_owned(),
+        _ => format!("Redis: {e}"),
+    };
+    let err = BackendError::new(kind, message).with_source(e);
+    match key {
+        Some(k) => err.with_key(k),
+        None => err,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_braces_are_escaped() {
+        assert_eq!(escape_namespace("a{b}%c"), "a%7Bb%7D%25c");
+    }
+
+    #[test]
+    fn generations_are_sixteen_hex_digits_and_distinct() {
+        let g = Generations::new();
+        let (a, b) = (g.next(), g.next());
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn time_parses_to_microseconds() {
+        let t =
+            parse_time(&[Value::BulkString(b"1700000000".to_vec()), Value::BulkString(b"42".to_vec())], "k").unwrap();
+        assert_eq!(t.value(), 1_700_000_000_000_042);
+    }
+}

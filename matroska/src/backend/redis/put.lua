@@ -1,0 +1,89 @@
+-- put: stores an entry and registers it under its dependencies, unless its
+-- ticket is refused. Atomic: either nothing is written, or the entry and all
+-- its registrations are.
+-- KEYS[1]                 entry hash
+-- KEYS[2 .. n+1]          reverse indexes of the dependencies
+-- KEYS[n+2 .. 2n+1]       tombstones of the dependencies (only with a ticket)
+-- ARGV[1] value   ARGV[2] ttl (ms)   ARGV[3] ticket (us) or ''
+-- ARGV[4] tombstone window (us)      ARGV[5] generation (16 hex digits)
+-- ARGV[6] n
+-- Returns {0} refused; {-1, i} KEYS[i] holds foreign data (nothing written);
+-- {1} stored; {1, old_member, index...} stored, and the previous generation
+-- of the entry is still registered under these indexes (not among KEYS):
+-- the client unregisters old_member from them.
+local n = tonumber(ARGV[6])
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
+
+if ARGV[3] ~= '' then
+  local ticket = tonumber(ARGV[3])
+  if now_us - ticket > tonumber(ARGV[4]) then
+    return {0}
+  end
+  for i = n + 2, 2 * n + 1 do
+    local ok, stone = pcall(redis.call, 'GET', KEYS[i])
+    if not ok then
+      return {-1, i}
+    end
+    if stone then
+      local at = tonumber(stone)
+      -- an unreadable tombstone refuses, to be safe
+      if at == nil or at >= ticket then
+        return {0}
+      end
+    end
+  end
+end
+
+-- Reads and type checks come before the first write.
+local ok, old = pcall(redis.call, 'HMGET', KEYS[1], 'g', 'd')
+if not ok then
+  return {-1, 1}
+end
+for i = 2, n + 1 do
+  local okz = pcall(redis.call, 'ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now_ms))
+  if not okz then
+    return {-1, i}
+  end
+end
+
+local deps = {}
+local covered = {}
+for i = 2, n + 1 do
+  deps[#deps + 1] = KEYS[i]
+  covered[KEYS[i]] = true
+end
+
+local reply = {1}
+if old[1] then
+  local old_member = old[1] .. KEYS[1]
+  local okd, old_deps = false, nil
+  if old[2] then
+    okd, old_deps = pcall(cmsgpack.unpack, old[2])
+  end
+  if okd and type(old_deps) == 'table' then
+    for _, dep in ipairs(old_deps) do
+      if covered[dep] then
+        redis.call('ZREM', dep, old_member)
+      else
+        reply[#reply + 1] = dep
+      end
+    end
+  end
+  if #reply > 1 then
+    table.insert(reply, 2, old_member)
+  end
+end
+
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'g', ARGV[5], 'd', cmsgpack.pack(deps))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+
+local expires = string.format('%.0f', now_ms + tonumber(ARGV[2]))
+local member = ARGV[5] .. KEYS[1]
+for i = 2, n + 1 do
+  redis.call('ZADD', KEYS[i], expires, member)
+  local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[i], last[2])
+end
+return reply

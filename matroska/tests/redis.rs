@@ -1,0 +1,481 @@
+//! The shared behaviour suite and Redis-specific tests for `RedisBackend`.
+//!
+//! Each test spawns its own `redis-server` on a free loopback port (binary:
+//! `MATROSKA_REDIS_SERVER`, default `redis-server` on the PATH), or uses
+//! `MATROSKA_REDIS_URL` with a fresh namespace. Without a server the tests are
+//! skipped with a message, unless `MATROSKA_REQUIRE_REDIS=1`.
+//!
+//! ```text
+//! cargo test -p matroska --test redis
+//! MATROSKA_REDIS_URL=redis://127.0.0.1:6379/ cargo test -p matroska --test redis
+//! ```
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use matroska::{
+    Backend, BackendErrorKind, Cache, Dep, Error, Lookup, PutOutcome, PutRequest, RedisBackend,
+    Ticket,
+};
+use redis::aio::ConnectionManager;
+use redis_server::{builder, target, Target};
+
+backend_suite!(redis_server::served_backend());
+
+const TTL: Duration = Duration::from_secs(60);
+
+async fn backend(target: &Target) -> RedisBackend {
+    builder(target).build().await.expect("connect to Redis")
+}
+
+async fn put(
+    b: &RedisBackend,
+    key: &str,
+    deps: &[&str],
+    ttl: Duration,
+    ticket: Option<Ticket>,
+) -> PutOutcome {
+    let deps: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
+    b.put(PutRequest {
+        key,
+        value: Bytes::from_static(b"value"),
+        deps: &deps,
+        ttl,
+        ticket,
+    })
+    .await
+    .unwrap()
+}
+
+async fn query<T: redis::FromRedisValue>(conn: &mut ConnectionManager, cmd: &redis::Cmd) -> T {
+    cmd.query_async(conn).await.unwrap()
+}
+
+async fn members(b: &RedisBackend, key: &str) -> Vec<String> {
+    let mut conn = b.connection();
+    query(&mut conn, redis::cmd("ZRANGE").arg(key).arg(0).arg(-1)).await
+}
+
+async fn pttl(b: &RedisBackend, key: &str) -> i64 {
+    let mut conn = b.connection();
+    query(&mut conn, redis::cmd("PTTL").arg(key)).await
+}
+
+async fn exists(b: &RedisBackend, key: &str) -> bool {
+    let mut conn = b.connection();
+    query::<i64>(&mut conn, redis::cmd("EXISTS").arg(key)).await == 1
+}
+
+#[tokio::test]
+async fn layout_and_expiries() {
+    let Some(t) = target() else { return };
+    let b = builder(&t)
+        .tombstone_window(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(put(&b, "k", &["a", "b"], TTL, None).await, PutOutcome::Stored);
+    put(&b, "short", &["a"], Duration::from_secs(5), None).await;
+
+    let entry = b.entry_key("k");
+    assert!(entry.contains(":e:k") && entry.contains('{'));
+    let ttl = pttl(&b, &entry).await;
+    assert!((55_000..=60_000).contains(&ttl), "entry PTTL {ttl}");
+
+    // each index expires with its latest member
+    for dep in ["a", "b"] {
+        let index = b.index_key(dep);
+        let ttl = pttl(&b, &index).await;
+        assert!((55_000..=60_000).contains(&ttl), "index PTTL {ttl}");
+    }
+    assert_eq!(members(&b, &b.index_key("a")).await.len(), 2);
+    let m = &members(&b, &b.index_key("b")).await[0];
+    assert_eq!(&m[16..], entry, "member = generation ‖ entry key");
+
+    assert_eq!(b.invalidate(&["a".into()]).await.unwrap(), 2);
+    assert!(!exists(&b, &entry).await);
+    // the dropped entry is gone from its other index too
+    assert!(!exists(&b, &b.index_key("b")).await);
+    let ttl = pttl(&b, &b.tombstone_key("a")).await;
+    assert!((25_000..=30_000).contains(&ttl), "tombstone PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn tickets_are_server_time_and_expire_with_the_window() {
+    let Some(t) = target() else { return };
+    let b = builder(&t)
+        .tombstone_window(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let Lookup::Miss(ticket) = b.get("k").await.unwrap() else {
+        panic!("miss expected")
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert!(ticket.value().abs_diff(now) < 5_000_000, "ticket in µs");
+    assert!(b.ticket().await.unwrap() >= ticket);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        put(&b, "k", &["a"], TTL, Some(ticket)).await,
+        PutOutcome::Refused
+    );
+    // a fresh ticket, an invalidation after it, then a put with it: refused
+    let fresh = b.ticket().await.unwrap();
+    b.invalidate(&["a".into()]).await.unwrap();
+    assert_eq!(
+        put(&b, "k", &["a"], TTL, Some(fresh)).await,
+        PutOutcome::Refused
+    );
+    // once the tombstone is gone, a newer ticket stores
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let newer = b.ticket().await.unwrap();
+    assert_eq!(
+        put(&b, "k", &["a"], TTL, Some(newer)).await,
+        PutOutcome::Stored
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_dependency_index_holds_only_live_members() {
+    let Some(t) = target() else { return };
+    let b = backend(&t).await;
+    put(&b, "long", &["hot"], TTL, None).await;
+    let b2 = b.clone();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let b = b2.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..625 {
+                let key = format!("short:{w}:{i}");
+                put(&b, &key, &["hot"], Duration::from_secs(2), None).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let grown = members(&b, &b.index_key("hot")).await.len();
+    assert!(grown > 5_000, "the index held the short-lived members: {grown}");
+    // wait until every short-lived entry has expired
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // one more touch
+    put(&b, "another", &["hot"], Duration::from_secs(30), None).await;
+    let live = members(&b, &b.index_key("hot")).await;
+    assert_eq!(live.len(), 2, "only live members remain");
+    // the index expires with its latest live member, not later
+    let ttl = pttl(&b, &b.index_key("hot")).await;
+    assert!((55_000..=60_000).contains(&ttl), "index PTTL {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidating_100_000_dependents_is_complete_and_chunked() {
+    let Some(t) = target() else { return };
+    let b = builder(&t).chunk_size(1000).build().await.unwrap();
+    let n_tasks = 32;
+    let per_task = 100_000 / n_tasks;
+    let mut tasks = Vec::new();
+    for w in 0..n_tasks {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_task {
+                let key = format!("e:{w}:{i}");
+                put(&b, &key, &["big"], TTL, None).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = (n_tasks * per_task) as u64;
+    assert_eq!(members(&b, &b.index_key("big")).await.len() as u64, total);
+
+    let mut conn = b.connection();
+    let _: () = query(
+        &mut conn,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(20_000),
+    )
+    .await;
+    let _: () = query(&mut conn, redis::cmd("SLOWLOG").arg("RESET")).await;
+
+    // a reader missed before the invalidation; its put races with the drain
+    let Lookup::Miss(ticket) = b.get("e:racer").await.unwrap() else {
+        panic!()
+    };
+    let inv = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let n = b.invalidate(&["big".into()]).await.unwrap();
+            (n, started.elapsed())
+        })
+    };
+    let mut refused = 0;
+    while !inv.is_finished() {
+        if put(&b, "e:racer", &["big"], TTL, Some(ticket)).await == PutOutcome::Refused {
+            refused += 1;
+        }
+    }
+    let (dropped, took) = inv.await.unwrap();
+    assert!(dropped >= total, "dropped {dropped} of {total}");
+    assert!(refused > 0);
+    assert!(matches!(b.get("e:racer").await.unwrap(), Lookup::Miss(_)));
+    for i in [0, 1, per_task / 2, per_task - 1] {
+        assert!(matches!(
+            b.get(&format!("e:0:{i}")).await.unwrap(),
+            Lookup::Miss(_)
+        ));
+    }
+    assert!(!exists(&b, &b.index_key("big")).await);
+    assert!(!exists(&b, &b.drain_key("big")).await);
+    let dbsize: i64 = query(&mut conn, &redis::cmd("DBSIZE")).await;
+    assert!(dbsize <= 2, "only the tombstone (and racer leftovers) remain: {dbsize}");
+
+    // no single script call ran 20 ms or more
+    let slow: Vec<redis::Value> = query(&mut conn, redis::cmd("SLOWLOG").arg("GET").arg(100)).await;
+    assert!(slow.is_empty(), "slow calls: {slow:?}");
+    eprintln!("invalidated {dropped} dependents in {took:?}");
+}
+
+#[tokio::test]
+async fn overwrite_with_other_dependencies_leaves_no_registration() {
+    let Some(t) = target() else { return };
+    let b = backend(&t).await;
+    put(&b, "k", &["a", "b"], TTL, None).await;
+    put(&b, "k", &["b", "c"], TTL, None).await;
+    assert!(!exists(&b, &b.index_key("a")).await, "old dep unregistered");
+    let in_b = members(&b, &b.index_key("b")).await;
+    let in_c = members(&b, &b.index_key("c")).await;
+    assert_eq!(in_b.len(), 1);
+    assert_eq!(in_b, in_c, "one generation, registered under both");
+
+    // invalidating the old dependency does not drop the newer version
+    assert_eq!(b.invalidate(&["a".into()]).await.unwrap(), 0);
+    assert!(matches!(b.get("k").await.unwrap(), Lookup::Hit(_)));
+
+    // a stray old-generation member (as after a failed cleanup) is ignored
+    let mut conn = b.connection();
+    let stray = format!("0000000000000000{}", b.entry_key("k"));
+    let _: i64 = query(
+        &mut conn,
+        redis::cmd("ZADD")
+            .arg(b.index_key("z"))
+            .arg("+inf")
+            .arg(&stray),
+    )
+    .await;
+    assert_eq!(b.invalidate(&["z".into()]).await.unwrap(), 0);
+    assert!(matches!(b.get("k").await.unwrap(), Lookup::Hit(_)));
+
+    assert!(b.delete("k").await.unwrap());
+    for dep in ["a", "b", "c"] {
+        assert!(!exists(&b, &b.index_key(dep)).await, "index {dep} removed");
+    }
+    assert!(!b.delete("k").await.unwrap());
+}
+
+#[tokio::test]
+async fn foreign_data_is_a_typed_error_naming_the_key() {
+    let Some(t) = target() else { return };
+    let b = backend(&t).await;
+    let cache = Cache::builder().backend(b.clone()).build();
+    let key_of = |k: &str| format!(":{k}"); // the cache's empty prefix
+    let mut conn = b.connection();
+
+    // a list where an entry should be
+    let entry = b.entry_key(&key_of("listed"));
+    let _: i64 = query(&mut conn, redis::cmd("RPUSH").arg(&entry).arg("x")).await;
+    let err = cache.get::<u32>("listed").await.unwrap_err();
+    let Error::Backend(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.kind(), BackendErrorKind::ForeignData);
+    assert_eq!(e.key(), Some(entry.as_str()));
+    assert!(!err.is_transient());
+    let err = cache.put("listed", &1u32, [Dep::tag("t")], TTL).await;
+    assert!(
+        matches!(&err, Err(Error::Backend(e)) if e.kind() == BackendErrorKind::ForeignData),
+        "{err:?}"
+    );
+    let loaded: u32 = cache
+        .get_or_load("listed", TTL, |_| async { Ok::<_, Error>(7) })
+        .await
+        .unwrap();
+    assert_eq!(loaded, 7);
+    assert!(cache.has("listed").await.is_err());
+    // delete removes it, and the key is usable again
+    assert!(cache.delete("listed").await.unwrap());
+    cache.put("listed", &1u32, [Dep::tag("t")], TTL).await.unwrap();
+    assert_eq!(cache.get::<u32>("listed").await.unwrap(), Some(1));
+
+    // a string where a dependency's index should be: put and invalidate fail,
+    // nothing is written
+    let dep = Dep::tag("bad");
+    let index = b.index_key(&format!(":{}", dep.as_str()));
+    let _: () = query(&mut conn, redis::cmd("SET").arg(&index).arg("foreign")).await;
+    let err = cache.put("x", &1u32, [dep.clone()], TTL).await.unwrap_err();
+    let Error::Backend(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.kind(), BackendErrorKind::ForeignData);
+    assert_eq!(e.key(), Some(index.as_str()));
+    assert_eq!(cache.get::<u32>("x").await.unwrap(), None);
+    let err = cache.invalidate([dep]).await.unwrap_err();
+    assert!(matches!(&err, Error::Backend(e) if e.kind() == BackendErrorKind::ForeignData && e.key() == Some(index.as_str())), "{err:?}");
+
+    // foreign bytes in our own format's place: a decode error, dropped by
+    // get_or_load
+    let entry = b.entry_key(&key_of("garbled"));
+    let _: i64 = query(
+        &mut conn,
+        redis::cmd("HSET").arg(&entry).arg("v").arg(&[0xffu8, 0, 1][..]),
+    )
+    .await;
+    assert!(matches!(
+        cache.get::<u32>("garbled").await,
+        Err(Error::Decode { .. })
+    ));
+    let v: u32 = cache
+        .get_or_load("garbled", TTL, |_| async { Ok::<_, Error>(3) })
+        .await
+        .unwrap();
+    assert_eq!(v, 3);
+    assert_eq!(cache.get::<u32>("garbled").await.unwrap(), Some(3));
+}
+
+#[tokio::test]
+async fn huge_keys_and_dependencies_with_braces() {
+    let Some(t) = target() else { return };
+    let b = builder(&t).namespace("n{s}").build().await.unwrap();
+    let key = format!("{{k}}\n{}", "x".repeat(1 << 20));
+    let dep = format!("}}{{ dep: {}", "y".repeat(1 << 20));
+    put(&b, &key, &[dep.as_str(), "small"], TTL, None).await;
+    assert!(b.entry_key(&key).starts_with("n%7Bs%7D:{"));
+    assert!(matches!(b.get(&key).await.unwrap(), Lookup::Hit(_)));
+    assert_eq!(b.invalidate(&[dep.clone()]).await.unwrap(), 1);
+    assert!(matches!(b.get(&key).await.unwrap(), Lookup::Miss(_)));
+    assert!(!exists(&b, &b.index_key("small")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_and_restarted_mid_workload() {
+    let Some(Target::Spawned(mut server)) = target() else {
+        eprintln!("skipping the fault test: it needs a spawned server");
+        return;
+    };
+    let b = RedisBackend::builder(server.url())
+        .connect_timeout(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let cache = Cache::builder().backend(b.clone()).prefix("f").build();
+
+    // a workload running across the outage
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4u32 {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("w{w}:{}", i % 50);
+                let v: u32 = cache
+                    .get_or_load(&key, TTL, |deps| async move {
+                        deps.push(Dep::id("row", i % 10));
+                        Ok::<_, Error>(i)
+                    })
+                    .await
+                    .expect("get_or_load never fails on backend errors");
+                let _ = v;
+                let _ = cache.invalidate([Dep::id("row", i % 10)]).await;
+                i += 1;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    cache.put("before", &1u32, [Dep::tag("t")], TTL).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.stop();
+    // get/put/invalidate: typed transient errors; get_or_load: the loader's value
+    let started = Instant::now();
+    let err = cache.get::<u32>("before").await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = cache
+        .put("k", &1u32, [Dep::tag("t")], TTL)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = cache.invalidate([Dep::tag("t")]).await.unwrap_err();
+    assert!(err.is_transient(), "invalidate never reports false success: {err:?}");
+    let loaded: u32 = cache
+        .get_or_load("k", TTL, |_| async { Ok::<_, Error>(42) })
+        .await
+        .unwrap();
+    assert_eq!(loaded, 42);
+    assert!(started.elapsed() < Duration::from_secs(5), "errors come in time");
+    assert!(cache.stats().backend_errors >= 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.restart();
+    // recovery without a new backend: the connection manager reconnects and
+    // the scripts are reloaded
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cache.put("after", &2u32, [Dep::tag("t")], TTL).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.is_transient(), "{e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no recovery after restart: {e:?}"),
+        }
+    }
+    assert_eq!(cache.get::<u32>("after").await.unwrap(), Some(2));
+    assert_eq!(cache.invalidate([Dep::tag("t")]).await.unwrap(), 1);
+    assert_eq!(cache.get::<u32>("after").await.unwrap(), None);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("no panic in the workload");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_server_at_build_is_a_transient_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = RedisBackend::builder(format!("redis://127.0.0.1:{port}/"))
+        .connect_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    let err = RedisBackend::builder("not a url").build().await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Refused);
+}
+
+#[test]
+fn futures_are_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let b: Option<RedisBackend> = None;
+    if let Some(b) = b {
+        is_send(&b.get("k"));
+        is_send(&b.invalidate(&[]));
+        is_send(&RedisBackend::builder("redis://x/").build());
+    }
+}
