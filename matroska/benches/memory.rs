@@ -98,7 +98,9 @@ fn ops(c: &mut Criterion) {
         let req = PutRequest { key: "key:7", value: raw.clone(), deps: &deps, ttl: TTL, ticket: None };
         let _ = backend.put(req).await.unwrap();
     });
-    g.bench_function("backend_get_hit", |b| b.to_async(&rt).iter(|| async { black_box(backend.get("key:7").await.unwrap()) }));
+    g.bench_function("backend_get_hit", |b| {
+        b.to_async(&rt).iter(|| async { black_box(backend.get("key:7").await.unwrap()) })
+    });
     g.bench_function("backend_put_3_deps", |b| {
         b.to_async(&rt).iter(|| async {
             let req = PutRequest { key: "key:7", value: raw.clone(), deps: &deps, ttl: TTL, ticket: None };
@@ -132,11 +134,18 @@ fn codecs(c: &mut Criterion) {
         })
         .collect();
     let mut g = c.benchmark_group("codec");
-    let mp = MessagePack.encode(&articles).unwrap();
-    let js = Json.encode(&articles).unwrap();
+    let encode = |codec: &dyn Fn(&mut Vec<u8>)| {
+        let mut out = Vec::new();
+        codec(&mut out);
+        out
+    };
+    let mp = encode(&|out| MessagePack.encode(&articles, out).unwrap());
+    let js = encode(&|out| Json.encode(&articles, out).unwrap());
     println!("encoded 50 articles: messagepack {} bytes, json {} bytes", mp.len(), js.len());
-    g.bench_function("messagepack_encode", |b| b.iter(|| black_box(MessagePack.encode(&articles).unwrap())));
-    g.bench_function("json_encode", |b| b.iter(|| black_box(Json.encode(&articles).unwrap())));
+    g.bench_function("messagepack_encode", |b| {
+        b.iter(|| black_box(encode(&|out| MessagePack.encode(&articles, out).unwrap())))
+    });
+    g.bench_function("json_encode", |b| b.iter(|| black_box(encode(&|out| Json.encode(&articles, out).unwrap()))));
     g.bench_function("messagepack_decode", |b| b.iter(|| black_box(MessagePack.decode::<Vec<Article>>(&mp).unwrap())));
     g.bench_function("json_decode", |b| b.iter(|| black_box(Json.decode::<Vec<Article>>(&js).unwrap())));
     g.finish();

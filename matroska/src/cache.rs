@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, trace, warn, Instrument};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
@@ -39,10 +39,7 @@ pub struct CacheBuilder<C: Codec = MessagePack> {
 
 impl<C: Codec> fmt::Debug for CacheBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("backend", &self.backend)
-            .field("prefix", &self.prefix)
-            .finish()
+        f.debug_struct("CacheBuilder").field("backend", &self.backend).field("prefix", &self.prefix).finish()
     }
 }
 
@@ -101,9 +98,7 @@ impl<C: Codec> CacheBuilder<C> {
 
     /// Builds the cache.
     pub fn build(self) -> Cache<C> {
-        let backend = self
-            .backend
-            .unwrap_or_else(|| Arc::new(MemoryBackend::new()));
+        let backend = self.backend.unwrap_or_else(|| Arc::new(MemoryBackend::new()));
         Cache {
             inner: Arc::new(Inner {
                 backend,
@@ -130,9 +125,7 @@ pub struct Cache<C: Codec = MessagePack> {
 
 impl<C: Codec> Clone for Cache<C> {
     fn clone(&self) -> Self {
-        Cache {
-            inner: Arc::clone(&self.inner),
-        }
+        Cache { inner: Arc::clone(&self.inner) }
     }
 }
 
@@ -334,10 +327,7 @@ impl<C: Codec> Cache<C> {
 
     fn backend_key(&self, key: &str) -> Result<String, Error> {
         if key.is_empty() {
-            return Err(Error::InvalidKey {
-                len: 0,
-                reason: "keys must not be empty",
-            });
+            return Err(Error::InvalidKey { len: 0, reason: "keys must not be empty" });
         }
         if key.len() > self.inner.max_key_bytes {
             return Err(Error::InvalidKey {
@@ -347,7 +337,11 @@ impl<C: Codec> Cache<C> {
         }
         let mut full = String::with_capacity(self.inner.key_prefix.len() + key.len() + 4);
         full.push_str(&self.inner.key_prefix);
-        full.push_str(&encode_parts([key]));
+        if key.contains([':', '\\']) {
+            full.push_str(&encode_parts([key]));
+        } else {
+            full.push_str(key);
+        }
         Ok(full)
     }
 
@@ -365,10 +359,7 @@ impl<C: Codec> Cache<C> {
 
     fn check_ttl(&self, ttl: Duration) -> Result<(), Error> {
         if ttl < Duration::from_millis(1) || ttl > self.inner.max_ttl {
-            return Err(Error::InvalidTtl {
-                ttl,
-                max: self.inner.max_ttl,
-            });
+            return Err(Error::InvalidTtl { ttl, max: self.inner.max_ttl });
         }
         Ok(())
     }
@@ -378,15 +369,14 @@ impl<C: Codec> Cache<C> {
         Error::Backend(e)
     }
 
-    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<(T, Vec<Dep>), Error> {
+    /// Decodes a stored value; inside a loader, bubbles its dependencies.
+    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, Error> {
         let fail = |f: DecodeFailure| {
             bump(&self.inner.stats.decode_errors);
             match f {
-                DecodeFailure::Envelope(reason) => Error::Decode {
-                    key: key.to_owned(),
-                    reason: reason.to_owned(),
-                    source: None,
-                },
+                DecodeFailure::Envelope(reason) => {
+                    Error::Decode { key: key.to_owned(), reason: reason.to_owned(), source: None }
+                }
                 DecodeFailure::Codec(e) => Error::Decode {
                     key: key.to_owned(),
                     reason: "the codec rejected the payload".into(),
@@ -396,20 +386,16 @@ impl<C: Codec> Cache<C> {
         };
         let env = codec::open(bytes).map_err(fail)?;
         let value = env.value(&self.inner.codec).map_err(fail)?;
-        Ok((value, env.deps))
+        // Dependencies are only needed to bubble into an enclosing loader.
+        if COLLECTOR.try_with(|_| ()).is_ok() {
+            bubble(&env.deps().map_err(fail)?);
+        }
+        Ok(value)
     }
 
-    fn encode<T: Serialize + ?Sized>(
-        &self,
-        key: &str,
-        value: &T,
-        deps: &[Dep],
-    ) -> Result<Bytes, Error> {
-        let bytes =
-            codec::encode(&self.inner.codec, value, deps).map_err(|source| Error::Encode {
-                key: key.to_owned(),
-                source,
-            })?;
+    fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T, deps: &[Dep]) -> Result<Bytes, Error> {
+        let bytes = codec::encode(&self.inner.codec, value, deps)
+            .map_err(|source| Error::Encode { key: key.to_owned(), source })?;
         if bytes.len() > self.inner.max_value_bytes {
             return Err(Error::ValueTooLarge {
                 key: key.to_owned(),
@@ -440,19 +426,12 @@ impl<C: Codec> Cache<C> {
     /// As [`get`](Self::get).
     pub async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Fetched<T>, Error> {
         let full = self.backend_key(key)?;
-        let span = tracing::debug_span!("matroska.get", key = %Short(key));
-        match self
-            .inner
-            .backend
-            .get(&full)
-            .instrument(span)
-            .await
-            .map_err(|e| self.backend_error(e))?
-        {
+        let lookup = self.inner.backend.get(&full).await.map_err(|e| self.backend_error(e))?;
+        trace!(key = %Short(key), hit = matches!(lookup, Lookup::Hit(_)), "matroska.get");
+        match lookup {
             Lookup::Hit(bytes) => {
-                let (value, deps) = self.decode(key, &bytes)?;
+                let value = self.decode(key, &bytes)?;
                 bump(&self.inner.stats.hits);
-                bubble(&deps);
                 Ok(Fetched::Hit(value))
             }
             Lookup::Miss(ticket) => {
@@ -468,11 +447,7 @@ impl<C: Codec> Cache<C> {
     /// [`Error::Backend`], [`Error::InvalidKey`].
     pub async fn has(&self, key: &str) -> Result<bool, Error> {
         let full = self.backend_key(key)?;
-        self.inner
-            .backend
-            .has(&full)
-            .await
-            .map_err(|e| self.backend_error(e))
+        self.inner.backend.has(&full).await.map_err(|e| self.backend_error(e))
     }
 
     /// Stores a value with its dependencies, unconditionally (the original's
@@ -512,8 +487,7 @@ impl<C: Codec> Cache<C> {
         I: IntoIterator,
         I::Item: Into<Dep>,
     {
-        self.put_inner(key, value, collect(deps), ttl, Some(ticket))
-            .await
+        self.put_inner(key, value, collect(deps), ttl, Some(ticket)).await
     }
 
     async fn put_inner<T: Serialize + ?Sized>(
@@ -539,25 +513,9 @@ impl<C: Codec> Cache<C> {
         ticket: Option<Ticket>,
     ) -> Result<PutOutcome, Error> {
         let backend_deps = self.backend_deps(deps);
-        let req = PutRequest {
-            key: full,
-            value,
-            deps: &backend_deps,
-            ttl,
-            ticket,
-        };
-        let span = tracing::debug_span!(
-            "matroska.put",
-            deps = deps.len(),
-            ttl_ms = ttl.as_millis() as u64
-        );
-        let outcome = self
-            .inner
-            .backend
-            .put(req)
-            .instrument(span)
-            .await
-            .map_err(|e| self.backend_error(e))?;
+        let req = PutRequest { key: full, value, deps: &backend_deps, ttl, ticket };
+        let outcome = self.inner.backend.put(req).await.map_err(|e| self.backend_error(e))?;
+        trace!(key = %Short(full), deps = deps.len(), ttl_ms = ttl.as_millis() as u64, ?outcome, "matroska.put");
         match outcome {
             PutOutcome::Stored => bump(&self.inner.stats.puts),
             PutOutcome::Refused => {
@@ -574,12 +532,7 @@ impl<C: Codec> Cache<C> {
     /// [`Error::Backend`], [`Error::InvalidKey`].
     pub async fn delete(&self, key: &str) -> Result<bool, Error> {
         let full = self.backend_key(key)?;
-        let existed = self
-            .inner
-            .backend
-            .delete(&full)
-            .await
-            .map_err(|e| self.backend_error(e))?;
+        let existed = self.inner.backend.delete(&full).await.map_err(|e| self.backend_error(e))?;
         if existed {
             bump(&self.inner.stats.deletes);
         }
@@ -604,18 +557,10 @@ impl<C: Codec> Cache<C> {
         }
         let backend_deps = self.backend_deps(&deps);
         let span = tracing::debug_span!("matroska.invalidate", deps = deps.len());
-        let dropped = self
-            .inner
-            .backend
-            .invalidate(&backend_deps)
-            .instrument(span)
-            .await
-            .map_err(|e| self.backend_error(e))?;
+        let dropped =
+            self.inner.backend.invalidate(&backend_deps).instrument(span).await.map_err(|e| self.backend_error(e))?;
         bump(&self.inner.stats.invalidations);
-        self.inner
-            .stats
-            .entries_invalidated
-            .fetch_add(dropped, Ordering::Relaxed);
+        self.inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
         debug!(deps = deps.len(), dropped, "invalidated");
         Ok(dropped)
     }
@@ -652,21 +597,15 @@ impl<C: Codec> Cache<C> {
         loop {
             let ticket = match self.inner.backend.get(&full).await {
                 Ok(Lookup::Hit(bytes)) => match self.decode::<T>(key, &bytes) {
-                    Ok((value, deps)) => {
+                    Ok(value) => {
                         bump(&self.inner.stats.hits);
-                        bubble(&deps);
                         return Ok(value);
                     }
                     Err(e) => {
                         warn!(error = %e, "discarding undecodable cache entry");
                         bump(&self.inner.stats.misses);
                         let _ = self.inner.backend.delete(&full).await;
-                        self.inner
-                            .backend
-                            .ticket()
-                            .await
-                            .map_err(|e| self.backend_error(e))
-                            .ok()
+                        self.inner.backend.ticket().await.map_err(|e| self.backend_error(e)).ok()
                     }
                 },
                 Ok(Lookup::Miss(ticket)) => {
@@ -695,11 +634,7 @@ impl<C: Codec> Cache<C> {
             };
             match role {
                 Ok(tx) => {
-                    let guard = FlightGuard {
-                        cache: &self.inner.flights,
-                        key: &full,
-                        tx,
-                    };
+                    let guard = FlightGuard { cache: &self.inner.flights, key: &full, tx };
                     let Some(load) = load.take() else {
                         // Unreachable: only a leader consumes the loader, and it returns.
                         guard.finish(Flight::Failed);
@@ -720,9 +655,8 @@ impl<C: Codec> Cache<C> {
                         }
                     };
                     if let Flight::Done(bytes) = outcome {
-                        if let Ok((value, deps)) = self.decode::<T>(key, &bytes) {
+                        if let Ok(value) = self.decode::<T>(key, &bytes) {
                             bump(&self.inner.stats.hits);
-                            bubble(&deps);
                             return Ok(value);
                         }
                     }
@@ -750,10 +684,7 @@ impl<C: Codec> Cache<C> {
         bump(&self.inner.stats.loads);
         let deps = Deps::new();
         let span = tracing::debug_span!("matroska.load", key = %Short(key));
-        let result = COLLECTOR
-            .scope(deps.clone(), load(deps.clone()))
-            .instrument(span)
-            .await;
+        let result = COLLECTOR.scope(deps.clone(), load(deps.clone())).instrument(span).await;
         let value = match result {
             Ok(v) => v,
             Err(e) => {
@@ -772,10 +703,7 @@ impl<C: Codec> Cache<C> {
             }
         };
         if let Some(ticket) = ticket {
-            if let Err(e) = self
-                .put_bytes(full, bytes.clone(), &deps, ttl, Some(ticket))
-                .await
-            {
+            if let Err(e) = self.put_bytes(full, bytes.clone(), &deps, ttl, Some(ticket)).await {
                 warn!(error = %e, "loaded value not cached");
             }
         }
@@ -812,10 +740,7 @@ impl FlightGuard<'_> {
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         let mut flights = lock(self.cache);
-        if flights
-            .get(self.key)
-            .is_some_and(|tx| Arc::ptr_eq(tx, &self.tx))
-        {
+        if flights.get(self.key).is_some_and(|tx| Arc::ptr_eq(tx, &self.tx)) {
             flights.remove(self.key);
         }
         drop(flights);

@@ -43,10 +43,7 @@ pub struct MockClock {
 impl MockClock {
     /// A clock stopped at the current instant.
     pub fn new() -> Self {
-        MockClock {
-            base: Instant::now(),
-            offset_nanos: Arc::new(AtomicU64::new(0)),
-        }
+        MockClock { base: Instant::now(), offset_nanos: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Moves the clock forward.

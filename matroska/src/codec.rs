@@ -24,8 +24,8 @@ pub trait Codec: Send + Sync + 'static {
     /// Ids below 16 are reserved for this crate.
     const ID: u8;
 
-    /// Encodes a value.
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, BoxError>;
+    /// Encodes a value, appending to `out`.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), BoxError>;
 
     /// Decodes a value.
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError>;
@@ -38,8 +38,9 @@ pub struct MessagePack;
 
 impl Codec for MessagePack {
     const ID: u8 = 1;
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, BoxError> {
-        Ok(rmp_serde::to_vec_named(value)?)
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), BoxError> {
+        value.serialize(&mut rmp_serde::Serializer::new(out).with_struct_map())?;
+        Ok(())
     }
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError> {
         Ok(rmp_serde::from_slice(bytes)?)
@@ -52,8 +53,9 @@ pub struct Json;
 
 impl Codec for Json {
     const ID: u8 = 2;
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, BoxError> {
-        Ok(serde_json::to_vec(value)?)
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), BoxError> {
+        serde_json::to_writer(out, value)?;
+        Ok(())
     }
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError> {
         Ok(serde_json::from_slice(bytes)?)
@@ -74,42 +76,33 @@ pub(crate) enum DecodeFailure {
     Codec(BoxError),
 }
 
-/// A decoded envelope: its dependencies and its payload.
+/// An opened envelope: its dependencies (parsed on demand) and its payload.
 pub(crate) struct Envelope<'a> {
-    pub(crate) deps: Vec<Dep>,
+    deps_count: usize,
+    deps_raw: &'a [u8],
     kind: u8,
     codec: u8,
     payload: &'a [u8],
 }
 
-pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(
-    codec: &C,
-    value: &T,
-    deps: &[Dep],
-) -> Result<Vec<u8>, BoxError> {
-    let (kind, payload) = match value.serialize(raw::Probe) {
-        Ok(raw::Raw::Str(s)) => (KIND_STR, s.into_bytes()),
-        Ok(raw::Raw::Bytes(b)) => (KIND_BYTES, b),
-        Err(_) => (KIND_CODEC, codec.encode(value)?),
-    };
+pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(codec: &C, value: &T, deps: &[Dep]) -> Result<Vec<u8>, BoxError> {
     let deps_len: usize = deps.iter().map(|d| d.as_str().len() + 4).sum();
-    let mut out = Vec::with_capacity(8 + deps_len + payload.len());
-    out.extend_from_slice(&[MAGIC, FORMAT_VERSION, kind, C::ID]);
-    out.extend_from_slice(
-        &u32::try_from(deps.len())
-            .map_err(|_| "too many dependencies")?
-            .to_le_bytes(),
-    );
+    let mut out = Vec::with_capacity(64 + deps_len);
+    out.extend_from_slice(&[MAGIC, FORMAT_VERSION, KIND_CODEC, C::ID]);
+    out.extend_from_slice(&u32::try_from(deps.len()).map_err(|_| "too many dependencies")?.to_le_bytes());
     for d in deps {
         let s = d.as_str().as_bytes();
-        out.extend_from_slice(
-            &u32::try_from(s.len())
-                .map_err(|_| "dependency key too long")?
-                .to_le_bytes(),
-        );
+        out.extend_from_slice(&u32::try_from(s.len()).map_err(|_| "dependency key too long")?.to_le_bytes());
         out.extend_from_slice(s);
     }
-    out.extend_from_slice(&payload);
+    let header = out.len();
+    match value.serialize(raw::Probe(&mut out)) {
+        Ok(kind) => out[2] = kind,
+        Err(_) => {
+            out.truncate(header);
+            codec.encode(value, &mut out)?;
+        }
+    }
     Ok(out)
 }
 
@@ -131,43 +124,40 @@ pub(crate) fn open(bytes: &[u8]) -> Result<Envelope<'_>, DecodeFailure> {
     let mut buf = bytes;
     let head = take(&mut buf, 4)?;
     if head[0] != MAGIC {
-        return Err(DecodeFailure::Envelope(
-            "not a matroska value (bad magic byte)",
-        ));
+        return Err(DecodeFailure::Envelope("not a matroska value (bad magic byte)"));
     }
     if head[1] != FORMAT_VERSION {
-        return Err(DecodeFailure::Envelope(
-            "unsupported envelope format version",
-        ));
+        return Err(DecodeFailure::Envelope("unsupported envelope format version"));
     }
     let (kind, codec) = (head[2], head[3]);
     let n = take_u32(&mut buf)?;
     if n > buf.len() / 4 {
-        return Err(DecodeFailure::Envelope(
-            "dependency count exceeds the value's size",
-        ));
+        return Err(DecodeFailure::Envelope("dependency count exceeds the value's size"));
     }
-    let mut deps = Vec::with_capacity(n);
+    let start = buf;
     for _ in 0..n {
         let len = take_u32(&mut buf)?;
-        let raw = take(&mut buf, len)?;
-        let s = std::str::from_utf8(raw)
-            .map_err(|_| DecodeFailure::Envelope("dependency is not UTF-8"))?;
-        deps.push(Dep::from_encoded(s).ok_or(DecodeFailure::Envelope("malformed dependency key"))?);
+        take(&mut buf, len)?;
     }
-    Ok(Envelope {
-        deps,
-        kind,
-        codec,
-        payload: buf,
-    })
+    let deps_raw = &start[..start.len() - buf.len()];
+    Ok(Envelope { deps_count: n, deps_raw, kind, codec, payload: buf })
 }
 
 impl Envelope<'_> {
-    pub(crate) fn value<C: Codec, T: DeserializeOwned>(
-        &self,
-        codec: &C,
-    ) -> Result<T, DecodeFailure> {
+    /// The entry's dependencies.
+    pub(crate) fn deps(&self) -> Result<Vec<Dep>, DecodeFailure> {
+        let mut buf = self.deps_raw;
+        let mut deps = Vec::with_capacity(self.deps_count);
+        for _ in 0..self.deps_count {
+            let len = take_u32(&mut buf)?;
+            let raw = take(&mut buf, len)?;
+            let s = std::str::from_utf8(raw).map_err(|_| DecodeFailure::Envelope("dependency is not UTF-8"))?;
+            deps.push(Dep::from_encoded(s).ok_or(DecodeFailure::Envelope("malformed dependency key"))?);
+        }
+        Ok(deps)
+    }
+
+    pub(crate) fn value<C: Codec, T: DeserializeOwned>(&self, codec: &C) -> Result<T, DecodeFailure> {
         use serde::de::value::{BytesDeserializer, Error as ValueError, StrDeserializer};
         use serde::de::IntoDeserializer;
         match self.kind {
@@ -181,9 +171,7 @@ impl Envelope<'_> {
                 let de: BytesDeserializer<'_, ValueError> = BytesDeserializer::new(self.payload);
                 T::deserialize(de).map_err(|e| DecodeFailure::Codec(Box::new(e)))
             }
-            KIND_CODEC if self.codec == C::ID => {
-                codec.decode(self.payload).map_err(DecodeFailure::Codec)
-            }
+            KIND_CODEC if self.codec == C::ID => codec.decode(self.payload).map_err(DecodeFailure::Codec),
             KIND_CODEC => Err(DecodeFailure::Envelope("written by another codec")),
             _ => Err(DecodeFailure::Envelope("unknown payload kind")),
         }
@@ -194,11 +182,6 @@ impl Envelope<'_> {
 mod raw {
     use serde::ser::{self, Impossible, Serialize};
     use std::fmt;
-
-    pub(super) enum Raw {
-        Str(String),
-        Bytes(Vec<u8>),
-    }
 
     #[derive(Debug)]
     pub(super) struct NotRaw;
@@ -214,30 +197,34 @@ mod raw {
         }
     }
 
-    pub(super) struct Probe;
+    /// Appends a bare string or byte string to the buffer and returns its
+    /// payload kind; fails on anything else.
+    pub(super) struct Probe<'a>(pub(super) &'a mut Vec<u8>);
 
     macro_rules! not_raw {
         ($($name:ident($($t:ty),*)),* $(,)?) => {$(
-            fn $name(self, $(_: $t),*) -> Result<Raw, NotRaw> { Err(NotRaw) }
+            fn $name(self, $(_: $t),*) -> Result<u8, NotRaw> { Err(NotRaw) }
         )*};
     }
 
-    impl ser::Serializer for Probe {
-        type Ok = Raw;
+    impl ser::Serializer for Probe<'_> {
+        type Ok = u8;
         type Error = NotRaw;
-        type SerializeSeq = Impossible<Raw, NotRaw>;
-        type SerializeTuple = Impossible<Raw, NotRaw>;
-        type SerializeTupleStruct = Impossible<Raw, NotRaw>;
-        type SerializeTupleVariant = Impossible<Raw, NotRaw>;
-        type SerializeMap = Impossible<Raw, NotRaw>;
-        type SerializeStruct = Impossible<Raw, NotRaw>;
-        type SerializeStructVariant = Impossible<Raw, NotRaw>;
+        type SerializeSeq = Impossible<u8, NotRaw>;
+        type SerializeTuple = Impossible<u8, NotRaw>;
+        type SerializeTupleStruct = Impossible<u8, NotRaw>;
+        type SerializeTupleVariant = Impossible<u8, NotRaw>;
+        type SerializeMap = Impossible<u8, NotRaw>;
+        type SerializeStruct = Impossible<u8, NotRaw>;
+        type SerializeStructVariant = Impossible<u8, NotRaw>;
 
-        fn serialize_str(self, v: &str) -> Result<Raw, NotRaw> {
-            Ok(Raw::Str(v.to_owned()))
+        fn serialize_str(self, v: &str) -> Result<u8, NotRaw> {
+            self.0.extend_from_slice(v.as_bytes());
+            Ok(super::KIND_STR)
         }
-        fn serialize_bytes(self, v: &[u8]) -> Result<Raw, NotRaw> {
-            Ok(Raw::Bytes(v.to_vec()))
+        fn serialize_bytes(self, v: &[u8]) -> Result<u8, NotRaw> {
+            self.0.extend_from_slice(v);
+            Ok(super::KIND_BYTES)
         }
         not_raw!(
             serialize_bool(bool),
@@ -257,14 +244,10 @@ mod raw {
             serialize_unit_struct(&'static str),
             serialize_unit_variant(&'static str, u32, &'static str),
         );
-        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<Raw, NotRaw> {
+        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<u8, NotRaw> {
             Err(NotRaw)
         }
-        fn serialize_newtype_struct<T: ?Sized + Serialize>(
-            self,
-            _: &'static str,
-            _: &T,
-        ) -> Result<Raw, NotRaw> {
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(self, _: &'static str, _: &T) -> Result<u8, NotRaw> {
             Err(NotRaw)
         }
         fn serialize_newtype_variant<T: ?Sized + Serialize>(
@@ -273,7 +256,7 @@ mod raw {
             _: u32,
             _: &'static str,
             _: &T,
-        ) -> Result<Raw, NotRaw> {
+        ) -> Result<u8, NotRaw> {
             Err(NotRaw)
         }
         fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotRaw> {
@@ -282,11 +265,7 @@ mod raw {
         fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotRaw> {
             Err(NotRaw)
         }
-        fn serialize_tuple_struct(
-            self,
-            _: &'static str,
-            _: usize,
-        ) -> Result<Self::SerializeTupleStruct, NotRaw> {
+        fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, NotRaw> {
             Err(NotRaw)
         }
         fn serialize_tuple_variant(
@@ -301,11 +280,7 @@ mod raw {
         fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotRaw> {
             Err(NotRaw)
         }
-        fn serialize_struct(
-            self,
-            _: &'static str,
-            _: usize,
-        ) -> Result<Self::SerializeStruct, NotRaw> {
+        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, NotRaw> {
             Err(NotRaw)
         }
         fn serialize_struct_variant(
@@ -340,42 +315,26 @@ mod tests {
             x: u32,
             y: Vec<String>,
         }
-        let a = A {
-            x: 7,
-            y: vec!["p".into()],
-        };
+        let a = A { x: 7, y: vec!["p".into()] };
         let deps = vec![Dep::id("a", 1), Dep::tag("t:x")];
-        for bytes in [
-            encode(&MessagePack, &a, &deps).unwrap(),
-            encode(&Json, &a, &deps).unwrap(),
-        ] {
+        for bytes in [encode(&MessagePack, &a, &deps).unwrap(), encode(&Json, &a, &deps).unwrap()] {
             let env = open(&bytes).unwrap();
-            assert_eq!(env.deps, deps);
+            assert_eq!(env.deps().unwrap(), deps);
             let codec_id = bytes[3];
-            let back: A = if codec_id == MessagePack::ID {
-                env.value(&MessagePack).unwrap()
-            } else {
-                env.value(&Json).unwrap()
-            };
+            let back: A =
+                if codec_id == MessagePack::ID { env.value(&MessagePack).unwrap() } else { env.value(&Json).unwrap() };
             assert_eq!(back, a);
         }
     }
 
     #[test]
     fn foreign_bytes_are_errors_not_panics() {
-        for junk in [
-            &b""[..],
-            b"\x00",
-            b"\xA7\x01\x00\x01\xff\xff\xff\xff",
-            b"\xA7\x09\x00\x01\0\0\0\0",
-        ] {
+        for junk in [&b""[..], b"\x00", b"\xA7\x01\x00\x01\xff\xff\xff\xff", b"\xA7\x09\x00\x01\0\0\0\0"] {
             assert!(open(junk).is_err());
         }
         let bytes = encode(&Json, &5u32, &[]).unwrap();
         assert!(matches!(
-            open(&bytes)
-                .unwrap()
-                .value::<MessagePack, u32>(&MessagePack),
+            open(&bytes).unwrap().value::<MessagePack, u32>(&MessagePack),
             Err(DecodeFailure::Envelope(_))
         ));
     }

@@ -210,10 +210,7 @@ pub struct Id {
 impl Id {
     /// One object of `object_type` with the given id.
     pub fn new(object_type: &str, id: impl fmt::Display) -> Self {
-        Id {
-            object_type: object_type.to_owned(),
-            id: id.to_string(),
-        }
+        Id { object_type: object_type.to_owned(), id: id.to_string() }
     }
 }
 
@@ -257,10 +254,7 @@ pub struct NTag<T: ?Sized> {
 impl<T: ?Sized> NTag<T> {
     /// A tag named `name` in the namespace of `T`.
     pub fn new(name: &str) -> Self {
-        NTag {
-            name: name.to_owned(),
-            _ty: PhantomData,
-        }
+        NTag { name: name.to_owned(), _ty: PhantomData }
     }
 }
 
@@ -294,10 +288,7 @@ impl PrimaryKey {
         I: IntoIterator,
         I::Item: Into<Value>,
     {
-        PrimaryKey {
-            entity: entity.to_owned(),
-            key: key.into_iter().map(Into::into).collect(),
-        }
+        PrimaryKey { entity: entity.to_owned(), key: key.into_iter().map(Into::into).collect() }
     }
 }
 
@@ -326,10 +317,7 @@ pub struct Condition {
 impl Condition {
     /// The condition `params` on objects of `object_type`.
     pub fn new(object_type: &str, params: Params) -> Self {
-        Condition {
-            object_type: object_type.to_owned(),
-            params,
-        }
+        Condition { object_type: object_type.to_owned(), params }
     }
 }
 
@@ -568,11 +556,7 @@ impl Params {
 
 impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Params {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Params(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+        Params(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 }
 
@@ -602,24 +586,12 @@ mod tests {
 
     #[test]
     fn integer_widths_meet_strings_do_not() {
-        assert_eq!(
-            Dep::condition("t", params! {"n" => 1u8}),
-            Dep::condition("t", params! {"n" => 1i64})
-        );
-        assert_ne!(
-            Dep::condition("t", params! {"n" => 1}),
-            Dep::condition("t", params! {"n" => "1"})
-        );
-        assert_ne!(
-            Dep::condition("t", params! {"n" => true}),
-            Dep::condition("t", params! {"n" => 1})
-        );
+        assert_eq!(Dep::condition("t", params! {"n" => 1u8}), Dep::condition("t", params! {"n" => 1i64}));
+        assert_ne!(Dep::condition("t", params! {"n" => 1}), Dep::condition("t", params! {"n" => "1"}));
+        assert_ne!(Dep::condition("t", params! {"n" => true}), Dep::condition("t", params! {"n" => 1}));
         assert_eq!(Dep::primary_key("a", [1u32]), Dep::primary_key("a", [1i64]));
         assert_eq!(Value::from(0.0f64), Value::Float(0.0));
-        assert_eq!(
-            Dep::condition("t", params! {"f" => -0.0f64}),
-            Dep::condition("t", params! {"f" => 0.0f64})
-        );
+        assert_eq!(Dep::condition("t", params! {"f" => -0.0f64}), Dep::condition("t", params! {"f" => 0.0f64}));
     }
 
     #[test]

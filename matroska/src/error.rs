@@ -108,12 +108,7 @@ pub struct BackendError {
 impl BackendError {
     /// A new backend error.
     pub fn new(kind: BackendErrorKind, message: impl Into<String>) -> Self {
-        BackendError {
-            kind,
-            message: message.into(),
-            key: None,
-            source: None,
-        }
+        BackendError { kind, message: message.into(), key: None, source: None }
     }
 
     /// Attaches the key the error concerns.
@@ -142,9 +137,6 @@ impl BackendError {
 
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self.kind,
-            BackendErrorKind::Unavailable | BackendErrorKind::Timeout
-        )
+        matches!(self.kind, BackendErrorKind::Unavailable | BackendErrorKind::Timeout)
     }
 }

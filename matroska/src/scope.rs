@@ -59,9 +59,7 @@ pub enum ScopeError {
         params: Vec<String>,
     },
     /// An extractor returned parameters other than those it describes.
-    #[error(
-        "the extractor of {object_type:?} describing {expected:?} returned parameters {got:?}"
-    )]
+    #[error("the extractor of {object_type:?} describing {expected:?} returned parameters {got:?}")]
     WrongParams {
         /// The object type.
         object_type: String,
@@ -125,11 +123,7 @@ struct Describer<T> {
 
 impl<T> Clone for Describer<T> {
     fn clone(&self) -> Self {
-        Describer {
-            params: self.params.clone(),
-            watch: self.watch.clone(),
-            extract: Arc::clone(&self.extract),
-        }
+        Describer { params: self.params.clone(), watch: self.watch.clone(), extract: Arc::clone(&self.extract) }
     }
 }
 
@@ -156,11 +150,7 @@ pub struct Scopes<T> {
 
 impl<T> Clone for Scopes<T> {
     fn clone(&self) -> Self {
-        Scopes {
-            object_type: self.object_type.clone(),
-            mode: self.mode,
-            describers: self.describers.clone(),
-        }
+        Scopes { object_type: self.object_type.clone(), mode: self.mode, describers: self.describers.clone() }
     }
 }
 
@@ -169,14 +159,7 @@ impl<T> fmt::Debug for Scopes<T> {
         f.debug_struct("Scopes")
             .field("object_type", &self.object_type)
             .field("mode", &self.mode)
-            .field(
-                "describes",
-                &self
-                    .describers
-                    .iter()
-                    .map(|d| &d.params)
-                    .collect::<Vec<_>>(),
-            )
+            .field("describes", &self.describers.iter().map(|d| &d.params).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -192,11 +175,7 @@ where
 impl<T> Scopes<T> {
     /// The scopes of `object_type` (the name used in its dependencies).
     pub fn new(object_type: impl Into<String>, mode: Mode) -> Self {
-        Scopes {
-            object_type: Arc::from(object_type.into()),
-            mode,
-            describers: Vec::new(),
-        }
+        Scopes { object_type: Arc::from(object_type.into()), mode, describers: Vec::new() }
     }
 
     /// The object type.
@@ -246,11 +225,7 @@ impl<T> Scopes<T> {
         F: Fn(&T) -> R + Send + Sync + 'static,
         R: Extracted,
     {
-        self.describers.push(Describer {
-            params,
-            watch,
-            extract: Arc::new(move |t: &T| extract(t).into_params()),
-        });
+        self.describers.push(Describer { params, watch, extract: Arc::new(move |t: &T| extract(t).into_params()) });
         self
     }
 
@@ -261,10 +236,7 @@ impl<T> Scopes<T> {
 
     /// Every watched field.
     pub fn watched_fields(&self) -> BTreeSet<&str> {
-        self.describers
-            .iter()
-            .flat_map(|d| d.watch.iter().map(String::as_str))
-            .collect()
+        self.describers.iter().flat_map(|d| d.watch.iter().map(String::as_str)).collect()
     }
 
     fn kill_switch(&self) -> Dep {
@@ -281,10 +253,7 @@ impl<T> Scopes<T> {
     pub fn condition(&self, params: Params) -> Result<Vec<Dep>, ScopeError> {
         let asked: BTreeSet<String> = params.names().map(str::to_owned).collect();
         if self.describers.iter().any(|d| d.params == asked) {
-            return Ok(vec![
-                Dep::condition(&*self.object_type, params),
-                self.kill_switch(),
-            ]);
+            return Ok(vec![Dep::condition(&*self.object_type, params), self.kill_switch()]);
         }
         let err = ScopeError::UnknownCondition {
             object_type: self.object_type.to_string(),
@@ -310,11 +279,7 @@ impl<T> Scopes<T> {
     /// In [`Mode::Development`], [`ScopeError::WrongParams`] or
     /// [`ScopeError::Extractor`]. In production such an extractor contributes
     /// the kill switch instead.
-    pub fn dependencies_for(
-        &self,
-        item: &T,
-        modified: Option<&[&str]>,
-    ) -> Result<Vec<Dep>, ScopeError> {
+    pub fn dependencies_for(&self, item: &T, modified: Option<&[&str]>) -> Result<Vec<Dep>, ScopeError> {
         let mut deps = Vec::new();
         for d in &self.describers {
             if let Some(fields) = modified {
@@ -360,12 +325,7 @@ impl<T> Scopes<T> {
     ///
     /// # Errors
     /// As [`dependencies_for`](Self::dependencies_for).
-    pub fn change_dependencies(
-        &self,
-        old: &T,
-        new: &T,
-        modified: &[&str],
-    ) -> Result<Vec<Dep>, ScopeError> {
+    pub fn change_dependencies(&self, old: &T, new: &T, modified: &[&str]) -> Result<Vec<Dep>, ScopeError> {
         let mut deps = self.dependencies_for(old, Some(modified))?;
         deps.extend(self.dependencies_for(new, Some(modified))?);
         deps.sort_unstable();
@@ -424,31 +384,18 @@ mod tests {
             .describes(["published", "category"], |a: &Article| {
                 Some(params! { "published" => a.published, "category" => &a.category })
             })
-            .describes(["tag"], |a: &Article| {
-                a.tags
-                    .iter()
-                    .map(|t| params! { "tag" => t })
-                    .collect::<Vec<_>>()
-            })
-            .describes(["published"], |a: &Article| {
-                a.published.then(|| params! { "published" => true })
-            })
+            .describes(["tag"], |a: &Article| a.tags.iter().map(|t| params! { "tag" => t }).collect::<Vec<_>>())
+            .describes(["published"], |a: &Article| a.published.then(|| params! { "published" => true }))
     }
 
     fn art(published: bool, category: &str) -> Article {
-        Article {
-            published,
-            category: category.into(),
-            tags: vec!["x".into(), "y".into()],
-        }
+        Article { published, category: category.into(), tags: vec!["x".into(), "y".into()] }
     }
 
     #[test]
     fn condition_meets_extractor_whatever_the_order() {
         let s = scopes(Mode::Development);
-        let cond = s
-            .condition(params! { "category" => "python", "published" => true })
-            .unwrap();
+        let cond = s.condition(params! { "category" => "python", "published" => true }).unwrap();
         let deps = s.dependencies_for(&art(true, "python"), None).unwrap();
         assert!(deps.contains(&cond[0]));
         assert_eq!(cond[1], Dep::invalidate_all("article"));
@@ -456,44 +403,28 @@ mod tests {
 
     #[test]
     fn unknown_condition_dev_error_prod_kill_switch() {
-        let err = scopes(Mode::Development)
-            .condition(params! { "author" => 1 })
-            .unwrap_err();
+        let err = scopes(Mode::Development).condition(params! { "author" => 1 }).unwrap_err();
         assert!(matches!(err, ScopeError::UnknownCondition { .. }), "{err}");
         assert!(err.to_string().contains("describes"));
-        let deps = scopes(Mode::Production)
-            .condition(params! { "author" => 1 })
-            .unwrap();
+        let deps = scopes(Mode::Production).condition(params! { "author" => 1 }).unwrap();
         assert_eq!(deps, vec![Dep::invalidate_all("article")]);
     }
 
     #[test]
     fn modified_runs_only_watching_extractors() {
         let s = scopes(Mode::Development);
-        let deps = s
-            .dependencies_for(&art(true, "python"), Some(&["views"]))
-            .unwrap();
+        let deps = s.dependencies_for(&art(true, "python"), Some(&["views"])).unwrap();
         assert!(deps.is_empty());
-        let deps = s
-            .dependencies_for(&art(true, "python"), Some(&["tag"]))
-            .unwrap();
+        let deps = s.dependencies_for(&art(true, "python"), Some(&["tag"])).unwrap();
         assert_eq!(deps.len(), 2, "one condition per tag");
     }
 
     #[test]
     fn change_covers_old_and_new() {
         let s = scopes(Mode::Development);
-        let deps = s
-            .change_dependencies(&art(true, "a"), &art(true, "b"), &["category"])
-            .unwrap();
-        let a = Dep::condition(
-            "article",
-            params! { "published" => true, "category" => "a" },
-        );
-        let b = Dep::condition(
-            "article",
-            params! { "published" => true, "category" => "b" },
-        );
+        let deps = s.change_dependencies(&art(true, "a"), &art(true, "b"), &["category"]).unwrap();
+        let a = Dep::condition("article", params! { "published" => true, "category" => "a" });
+        let b = Dep::condition("article", params! { "published" => true, "category" => "b" });
         assert!(deps.contains(&a) && deps.contains(&b));
     }
 
@@ -501,25 +432,12 @@ mod tests {
     fn extractor_failures() {
         let bad = Scopes::<Article>::new("article", Mode::Development)
             .describes(["category"], |_: &Article| Some(params! { "other" => 1 }))
-            .describes(
-                ["published"],
-                |_: &Article| -> Result<Option<Params>, String> { Err("boom".into()) },
-            );
-        let err = bad
-            .dependencies_for(&art(true, "a"), Some(&["category"]))
-            .unwrap_err();
+            .describes(["published"], |_: &Article| -> Result<Option<Params>, String> { Err("boom".into()) });
+        let err = bad.dependencies_for(&art(true, "a"), Some(&["category"])).unwrap_err();
         assert!(matches!(err, ScopeError::WrongParams { .. }));
-        let err = bad
-            .dependencies_for(&art(true, "a"), Some(&["published"]))
-            .unwrap_err();
+        let err = bad.dependencies_for(&art(true, "a"), Some(&["published"])).unwrap_err();
         assert!(matches!(err, ScopeError::Extractor { .. }));
-        let prod = Scopes {
-            mode: Mode::Production,
-            ..bad
-        };
-        assert_eq!(
-            prod.dependencies_for(&art(true, "a"), None).unwrap(),
-            vec![Dep::invalidate_all("article")]
-        );
+        let prod = Scopes { mode: Mode::Production, ..bad };
+        assert_eq!(prod.dependencies_for(&art(true, "a"), None).unwrap(), vec![Dep::invalidate_all("article")]);
     }
 }

@@ -12,10 +12,7 @@ backend_suite!(async { Some(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>) 
 
 fn mocked(window: Duration) -> (MemoryBackend, MockClock) {
     let clock = MockClock::new();
-    let backend = MemoryBackend::builder()
-        .clock(clock.clone())
-        .tombstone_window(window)
-        .build();
+    let backend = MemoryBackend::builder().clock(clock.clone()).tombstone_window(window).build();
     (backend, clock)
 }
 
@@ -23,14 +20,8 @@ fn mocked(window: Duration) -> (MemoryBackend, MockClock) {
 async fn entries_expire_after_their_ttl() {
     let (backend, clock) = mocked(Duration::from_secs(60));
     let cache = Cache::new(backend);
-    cache
-        .put("short", &1u32, [Dep::tag("t")], Duration::from_secs(5))
-        .await
-        .unwrap();
-    cache
-        .put("long", &2u32, [Dep::tag("t")], Duration::from_secs(50))
-        .await
-        .unwrap();
+    cache.put("short", &1u32, [Dep::tag("t")], Duration::from_secs(5)).await.unwrap();
+    cache.put("long", &2u32, [Dep::tag("t")], Duration::from_secs(50)).await.unwrap();
     clock.advance(Duration::from_secs(4));
     assert_eq!(cache.get::<u32>("short").await.unwrap(), Some(1));
     clock.advance(Duration::from_secs(2));
@@ -43,14 +34,9 @@ async fn entries_expire_after_their_ttl() {
 async fn tickets_older_than_the_window_are_refused() {
     let (backend, clock) = mocked(Duration::from_secs(10));
     let cache = Cache::new(backend);
-    let Fetched::Miss(ticket) = cache.lookup::<u32>("k").await.unwrap() else {
-        panic!()
-    };
+    let Fetched::Miss(ticket) = cache.lookup::<u32>("k").await.unwrap() else { panic!() };
     clock.advance(Duration::from_secs(11));
-    let out = cache
-        .put_with_ticket("k", &1u32, [Dep::tag("t")], Duration::from_secs(60), ticket)
-        .await
-        .unwrap();
+    let out = cache.put_with_ticket("k", &1u32, [Dep::tag("t")], Duration::from_secs(60), ticket).await.unwrap();
     assert_eq!(out, PutOutcome::Refused);
 }
 
@@ -63,11 +49,7 @@ async fn tombstones_are_forgotten_after_the_window() {
     }
     assert_eq!(backend.tombstone_count(), 1000);
     clock.advance(Duration::from_secs(11));
-    assert_eq!(
-        backend.tombstone_count(),
-        0,
-        "tombstones are bounded by the window"
-    );
+    assert_eq!(backend.tombstone_count(), 0, "tombstones are bounded by the window");
 }
 
 /// The original kept 10,001 dead members for one hot dependency after 10,000
@@ -78,38 +60,16 @@ async fn hot_dependency_index_stays_bounded() {
     let (backend, clock) = mocked(Duration::from_secs(60));
     let cache = Cache::new(backend.clone());
     let hot = Dep::tag("hot");
-    cache
-        .put(
-            "long-lived",
-            &0u32,
-            [hot.clone()],
-            Duration::from_secs(3600),
-        )
-        .await
-        .unwrap();
+    cache.put("long-lived", &0u32, [hot.clone()], Duration::from_secs(3600)).await.unwrap();
     for i in 0..10_000u32 {
-        cache
-            .put(
-                &format!("short:{i}"),
-                &i,
-                [hot.clone()],
-                Duration::from_secs(1),
-            )
-            .await
-            .unwrap();
+        cache.put(&format!("short:{i}"), &i, [hot.clone()], Duration::from_secs(1)).await.unwrap();
     }
     clock.advance(Duration::from_secs(2));
     // one more touch of the dependency
-    cache
-        .put("touch", &1u32, [hot.clone()], Duration::from_secs(3600))
-        .await
-        .unwrap();
+    cache.put("touch", &1u32, [hot.clone()], Duration::from_secs(3600)).await.unwrap();
     let dep_key = format!(":{}", hot.as_str());
     let members = backend.dependents(&dep_key);
-    assert_eq!(
-        members, 2,
-        "index holds {members} members for 2 live entries"
-    );
+    assert_eq!(members, 2, "index holds {members} members for 2 live entries");
     assert_eq!(cache.invalidate([hot]).await.unwrap(), 2);
     assert_eq!(backend.index_len(), 0);
 }
@@ -119,26 +79,13 @@ async fn capacity_evicts_and_unregisters() {
     let backend = MemoryBackend::builder().max_entries(100).build();
     let cache = Cache::new(backend.clone());
     for i in 0..1000u32 {
-        cache
-            .put(
-                &format!("k{i}"),
-                &i,
-                [Dep::id("row", i), Dep::tag("all")],
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
+        cache.put(&format!("k{i}"), &i, [Dep::id("row", i), Dep::tag("all")], Duration::from_secs(60)).await.unwrap();
     }
     backend.run_pending_tasks();
     let entries = backend.entry_count();
     assert!(entries <= 100, "{entries} entries for a bound of 100");
     backend.run_pending_tasks();
-    assert!(
-        backend.index_len() as u64 <= 2 * 100,
-        "index {} for {} entries",
-        backend.index_len(),
-        entries
-    );
+    assert!(backend.index_len() as u64 <= 2 * 100, "index {} for {} entries", backend.index_len(), entries);
     let dropped = cache.invalidate([Dep::tag("all")]).await.unwrap();
     assert_eq!(dropped, entries);
 }
@@ -149,40 +96,18 @@ async fn byte_bound_limits_total_size() {
     let cache = Cache::new(backend.clone());
     let value = vec![7u8; 1024];
     for i in 0..500u32 {
-        cache
-            .put(
-                &format!("k{i}"),
-                &value,
-                [Dep::id("row", i)],
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
+        cache.put(&format!("k{i}"), &value, [Dep::id("row", i)], Duration::from_secs(60)).await.unwrap();
     }
     let entries = backend.entry_count();
-    assert!(
-        entries > 0 && entries < 64,
-        "{entries} entries of ~1 KiB in 64 KiB"
-    );
+    assert!(entries > 0 && entries < 64, "{entries} entries of ~1 KiB in 64 KiB");
 }
 
 #[tokio::test]
 async fn delete_and_overwrite_leave_no_registrations() {
     let backend = MemoryBackend::new();
     let cache = Cache::new(backend.clone());
-    cache
-        .put(
-            "k",
-            &1u32,
-            [Dep::tag("a"), Dep::tag("b")],
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    cache
-        .put("k", &2u32, [Dep::tag("c")], Duration::from_secs(60))
-        .await
-        .unwrap();
+    cache.put("k", &1u32, [Dep::tag("a"), Dep::tag("b")], Duration::from_secs(60)).await.unwrap();
+    cache.put("k", &2u32, [Dep::tag("c")], Duration::from_secs(60)).await.unwrap();
     assert_eq!(backend.index_len(), 1);
     cache.delete("k").await.unwrap();
     assert_eq!(backend.index_len(), 0);
@@ -200,9 +125,7 @@ async fn loader_errors_convert_from_cache_errors() {
         }
     }
     let cache = Cache::new(MemoryBackend::new());
-    let r: Result<u32, AppError> = cache
-        .get_or_load("k", Duration::ZERO, |_| async { Ok(1) })
-        .await;
+    let r: Result<u32, AppError> = cache.get_or_load("k", Duration::ZERO, |_| async { Ok(1) }).await;
     assert!(matches!(r, Err(AppError::Cache(Error::InvalidTtl { .. }))));
 }
 

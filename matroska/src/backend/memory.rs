@@ -17,7 +17,8 @@
 //!
 //! [moka]: https://docs.rs/moka
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,6 +26,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use moka::notification::RemovalCause;
+
+/// The index's maps hash strings with foldhash: several lookups per put make
+/// SipHash a measurable share of the put's cost.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use super::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
 use crate::clock::{Clock, SystemClock};
@@ -48,6 +53,7 @@ pub struct MemoryBackendBuilder {
     capacity: Capacity,
     window: Duration,
     clock: Arc<dyn Clock>,
+    system_clock: bool,
 }
 
 impl MemoryBackendBuilder {
@@ -75,6 +81,7 @@ impl MemoryBackendBuilder {
     /// Reads time from `clock` instead of the system clock (for tests).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self.system_clock = false;
         self
     }
 
@@ -82,23 +89,19 @@ impl MemoryBackendBuilder {
     pub fn build(self) -> MemoryBackend {
         let evicted: Arc<Mutex<Vec<(Arc<str>, u64)>>> = Arc::default();
         let sink = Arc::clone(&evicted);
-        let mut builder = moka::sync::Cache::builder()
-            .expire_after(PerEntryTtl)
-            .eviction_listener(move |key: Arc<Arc<str>>, entry: Arc<Entry>, cause| {
+        let mut builder = moka::sync::Cache::builder().expire_after(PerEntryTtl).eviction_listener(
+            move |key: Arc<Arc<str>>, entry: Arc<Entry>, cause| {
                 if matches!(cause, RemovalCause::Expired | RemovalCause::Size) {
                     lock(&sink).push(((*key).clone(), entry.gen));
                 }
-            });
+            },
+        );
         builder = match self.capacity {
             Capacity::Entries(n) => builder.max_capacity(n),
-            Capacity::Bytes(n) => {
-                builder
-                    .max_capacity(n)
-                    .weigher(|k: &Arc<str>, e: &Arc<Entry>| {
-                        let deps: usize = e.deps.iter().map(|d| d.len() + 16).sum();
-                        u32::try_from(k.len() + e.value.len() + deps + 64).unwrap_or(u32::MAX)
-                    })
-            }
+            Capacity::Bytes(n) => builder.max_capacity(n).weigher(|k: &Arc<str>, e: &Arc<Entry>| {
+                let deps: usize = e.deps.iter().map(|d| d.len() + 16).sum();
+                u32::try_from(k.len() + e.value.len() + deps + 64).unwrap_or(u32::MAX)
+            }),
         };
         let origin = self.clock.now();
         MemoryBackend {
@@ -107,6 +110,7 @@ impl MemoryBackendBuilder {
                 index: Mutex::new(Index::default()),
                 evicted,
                 clock: self.clock,
+                system_clock: self.system_clock,
                 origin,
                 last_tick: AtomicU64::new(0),
                 window: self.window,
@@ -134,6 +138,8 @@ struct Inner {
     index: Mutex<Index>,
     evicted: Arc<Mutex<Vec<(Arc<str>, u64)>>>,
     clock: Arc<dyn Clock>,
+    /// Whether `clock` is the system clock, whose expiry moka already enforces.
+    system_clock: bool,
     origin: Instant,
     last_tick: AtomicU64,
     window: Duration,
@@ -156,51 +162,46 @@ impl moka::Expiry<Arc<str>, Arc<Entry>> for PerEntryTtl {
     fn expire_after_create(&self, _: &Arc<str>, e: &Arc<Entry>, _: Instant) -> Option<Duration> {
         Some(e.ttl)
     }
-    fn expire_after_update(
-        &self,
-        _: &Arc<str>,
-        e: &Arc<Entry>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
+    fn expire_after_update(&self, _: &Arc<str>, e: &Arc<Entry>, _: Instant, _: Option<Duration>) -> Option<Duration> {
         Some(e.ttl)
     }
 }
 
-/// The members registered under one dependency, also ordered by expiry so
-/// that expired members are pruned from the front on every touch (as Redis'
-/// `ZREMRANGEBYSCORE` does for the Redis backend).
+/// The members registered under one dependency, with a min-heap of expiries
+/// so that expired members are pruned from the front on every touch (as
+/// Redis' `ZREMRANGEBYSCORE` does for the Redis backend). Heap items of
+/// members that were re-registered or removed are skipped when popped, and the
+/// heap is rebuilt when it holds more than twice the members, so it stays
+/// proportional to the live members.
 #[derive(Debug, Default)]
 struct Members {
     /// key -> (generation, expiry)
     keys: HashMap<Arc<str>, (u64, Instant)>,
-    by_expiry: BTreeSet<(Instant, Arc<str>)>,
+    by_expiry: BinaryHeap<Reverse<(Instant, u64, Arc<str>)>>,
 }
 
 impl Members {
     fn insert(&mut self, key: Arc<str>, gen: u64, expires_at: Instant) {
-        if let Some((_, old)) = self.keys.insert(key.clone(), (gen, expires_at)) {
-            self.by_expiry.remove(&(old, key.clone()));
+        self.keys.insert(key.clone(), (gen, expires_at));
+        self.by_expiry.push(Reverse((expires_at, gen, key)));
+        if self.by_expiry.len() > 2 * self.keys.len() + 16 {
+            self.by_expiry = self.keys.iter().map(|(k, (g, e))| Reverse((*e, *g, k.clone()))).collect();
         }
-        self.by_expiry.insert((expires_at, key));
     }
 
     fn remove(&mut self, key: &Arc<str>, gen: u64) {
-        if let Some((g, exp)) = self.keys.get(key).copied() {
-            if g == gen {
-                self.keys.remove(key);
-                self.by_expiry.remove(&(exp, key.clone()));
-            }
+        if self.keys.get(key).is_some_and(|(g, _)| *g == gen) {
+            self.keys.remove(key);
         }
     }
 
     fn prune(&mut self, now: Instant) {
-        while let Some((exp, _)) = self.by_expiry.first() {
+        while let Some(Reverse((exp, _, _))) = self.by_expiry.peek() {
             if *exp > now {
                 break;
             }
-            if let Some((_, key)) = self.by_expiry.pop_first() {
-                self.keys.remove(&key);
+            if let Some(Reverse((_, gen, key))) = self.by_expiry.pop() {
+                self.remove(&key, gen);
             }
         }
     }
@@ -254,6 +255,7 @@ impl MemoryBackend {
             capacity: Capacity::Entries(100_000),
             window: DEFAULT_TOMBSTONE_WINDOW,
             clock: Arc::new(SystemClock),
+            system_clock: true,
         }
     }
 
@@ -273,19 +275,12 @@ impl MemoryBackend {
 
     /// The number of (entry, dependency) registrations in the reverse index.
     pub fn index_len(&self) -> usize {
-        lock(&self.inner.index)
-            .reverse
-            .values()
-            .map(|m| m.keys.len())
-            .sum()
+        lock(&self.inner.index).reverse.values().map(|m| m.keys.len()).sum()
     }
 
     /// The number of entries registered under one encoded dependency key.
     pub fn dependents(&self, dep: &str) -> usize {
-        lock(&self.inner.index)
-            .reverse
-            .get(dep)
-            .map_or(0, |m| m.keys.len())
+        lock(&self.inner.index).reverse.get(dep).map_or(0, |m| m.keys.len())
     }
 
     /// The number of tombstones currently remembered.
@@ -305,21 +300,16 @@ impl MemoryBackend {
     /// A strictly increasing logical time in nanoseconds since the backend was
     /// built.
     fn tick(&self) -> u64 {
-        let elapsed = self
-            .inner
-            .clock
-            .now()
-            .saturating_duration_since(self.inner.origin);
+        self.tick_at(self.inner.clock.now())
+    }
+
+    fn tick_at(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.inner.origin);
         let now = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1);
         let mut last = self.inner.last_tick.load(Ordering::Relaxed);
         loop {
             let next = now.max(last + 1);
-            match self.inner.last_tick.compare_exchange_weak(
-                last,
-                next,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
+            match self.inner.last_tick.compare_exchange_weak(last, next, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => return next,
                 Err(seen) => last = seen,
             }
@@ -331,7 +321,13 @@ impl MemoryBackend {
     }
 
     fn drain_evicted(&self, index: &mut Index) {
-        let evicted = std::mem::take(&mut *lock(&self.inner.evicted));
+        let evicted = {
+            let mut queue = lock(&self.inner.evicted);
+            if queue.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *queue)
+        };
         for (key, gen) in evicted {
             index.unregister(&key, gen);
         }
@@ -376,7 +372,7 @@ impl Default for MemoryBackend {
 impl Backend for MemoryBackend {
     async fn get(&self, key: &str) -> Result<Lookup, BackendError> {
         if let Some(entry) = self.inner.data.get(key) {
-            if entry.expires_at > self.inner.clock.now() {
+            if self.inner.system_clock || entry.expires_at > self.inner.clock.now() {
                 return Ok(Lookup::Hit(entry.value.clone()));
             }
         }
@@ -384,37 +380,49 @@ impl Backend for MemoryBackend {
     }
 
     async fn has(&self, key: &str) -> Result<bool, BackendError> {
-        Ok(self
-            .inner
-            .data
-            .get(key)
-            .is_some_and(|e| e.expires_at > self.inner.clock.now()))
+        Ok(self.inner.data.get(key).is_some_and(|e| self.inner.system_clock || e.expires_at > self.inner.clock.now()))
     }
 
     async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, BackendError> {
         let now_instant = self.inner.clock.now();
-        let key: Arc<str> = Arc::from(req.key);
-        let deps: Box<[Arc<str>]> = req.deps.iter().map(|d| Arc::from(d.as_str())).collect();
         let mut index = lock(&self.inner.index);
-        let now = self.tick();
+        let now = self.tick_at(now_instant);
         self.drain_evicted(&mut index);
         self.expire_tombstones(&mut index, now);
         if let Some(ticket) = req.ticket {
             let too_old = now.saturating_sub(ticket.value()) > self.window_nanos();
-            let invalidated = deps.iter().any(|d| {
-                index
-                    .tombstones
-                    .get(d)
-                    .is_some_and(|t| *t >= ticket.value())
-            });
+            let invalidated =
+                req.deps.iter().any(|d| index.tombstones.get(d.as_str()).is_some_and(|t| *t >= ticket.value()));
             if too_old || invalidated {
                 return Ok(PutOutcome::Refused);
             }
         }
-        if let Some((old_gen, _)) = index.forward.get(&key) {
-            let old_gen = *old_gen;
-            index.unregister(&key, old_gen);
-        }
+        // Reuse the index's own copies of the key and dependencies.
+        let (key, old) = match index.forward.get_key_value(req.key) {
+            Some((k, (gen, deps))) => (k.clone(), Some((*gen, deps.clone()))),
+            None => (Arc::from(req.key), None),
+        };
+        let deps: Box<[Arc<str>]> = match &old {
+            Some((_, old_deps))
+                if old_deps.len() == req.deps.len() && old_deps.iter().zip(req.deps).all(|(a, b)| **a == **b) =>
+            {
+                old_deps.clone()
+            }
+            _ => {
+                if let Some((old_gen, _)) = old {
+                    index.unregister(&key, old_gen);
+                }
+                req.deps
+                    .iter()
+                    .map(|d| {
+                        index
+                            .reverse
+                            .get_key_value(d.as_str())
+                            .map_or_else(|| Arc::from(d.as_str()), |(k, _)| k.clone())
+                    })
+                    .collect()
+            }
+        };
         let gen = self.inner.next_gen.fetch_add(1, Ordering::Relaxed);
         let expires_at = now_instant + req.ttl;
         for dep in deps.iter() {
@@ -423,13 +431,7 @@ impl Backend for MemoryBackend {
             members.insert(key.clone(), gen, expires_at);
         }
         index.forward.insert(key.clone(), (gen, deps.clone()));
-        let entry = Entry {
-            value: req.value,
-            deps,
-            gen,
-            ttl: req.ttl,
-            expires_at,
-        };
+        let entry = Entry { value: req.value, deps, gen, ttl: req.ttl, expires_at };
         self.inner.data.insert(key, Arc::new(entry));
         Ok(PutOutcome::Stored)
     }

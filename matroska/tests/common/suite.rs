@@ -18,10 +18,7 @@ use serde::{Deserialize, Serialize};
 pub const TTL: Duration = Duration::from_secs(60);
 
 pub fn cache(backend: &Arc<dyn Backend>, prefix: &str) -> Cache {
-    Cache::builder()
-        .shared_backend(Arc::clone(backend))
-        .prefix(prefix)
-        .build()
+    Cache::builder().shared_backend(Arc::clone(backend)).prefix(prefix).build()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,22 +30,14 @@ pub struct Article {
 }
 
 fn article(id: u64, category: &str) -> Article {
-    Article {
-        id,
-        title: format!("article {id}"),
-        category: category.into(),
-        published: true,
-    }
+    Article { id, title: format!("article {id}"), category: category.into(), published: true }
 }
 
 pub async fn miss_is_none(b: Arc<dyn Backend>) {
     let c = cache(&b, "t");
     assert_eq!(c.get::<String>("nothing").await.unwrap(), None);
     assert!(!c.has("nothing").await.unwrap());
-    assert!(matches!(
-        c.lookup::<String>("nothing").await.unwrap(),
-        Fetched::Miss(_)
-    ));
+    assert!(matches!(c.lookup::<String>("nothing").await.unwrap(), Fetched::Miss(_)));
 }
 
 pub async fn put_get_has_delete(b: Arc<dyn Backend>) {
@@ -57,13 +46,8 @@ pub async fn put_get_has_delete(b: Arc<dyn Backend>) {
     c.put("a1", &a, [Dep::id("article", 1)], TTL).await.unwrap();
     assert_eq!(c.get::<Article>("a1").await.unwrap(), Some(a.clone()));
     assert!(c.has("a1").await.unwrap());
-    c.put("s", "plain string", Vec::<Dep>::new(), TTL)
-        .await
-        .unwrap();
-    assert_eq!(
-        c.get::<String>("s").await.unwrap().as_deref(),
-        Some("plain string")
-    );
+    c.put("s", "plain string", Vec::<Dep>::new(), TTL).await.unwrap();
+    assert_eq!(c.get::<String>("s").await.unwrap().as_deref(), Some("plain string"));
     assert!(c.delete("a1").await.unwrap());
     assert!(!c.delete("a1").await.unwrap());
     assert_eq!(c.get::<Article>("a1").await.unwrap(), None);
@@ -73,24 +57,11 @@ pub async fn put_get_has_delete(b: Arc<dyn Backend>) {
 
 pub async fn invalidate_drops_dependents_only(b: Arc<dyn Backend>) {
     let c = cache(&b, "t");
-    c.put(
-        "list",
-        &vec![1, 2],
-        [
-            Dep::id("article", 1),
-            Dep::id("article", 2),
-            Dep::id("author", 1),
-        ],
-        TTL,
-    )
-    .await
-    .unwrap();
-    c.put("other", &vec![3], [Dep::id("article", 3)], TTL)
+    c.put("list", &vec![1, 2], [Dep::id("article", 1), Dep::id("article", 2), Dep::id("author", 1)], TTL)
         .await
         .unwrap();
-    c.put("third", &vec![4], [Dep::id("author", 1)], TTL)
-        .await
-        .unwrap();
+    c.put("other", &vec![3], [Dep::id("article", 3)], TTL).await.unwrap();
+    c.put("third", &vec![4], [Dep::id("author", 1)], TTL).await.unwrap();
     let dropped = c.invalidate([Dep::id("author", 1)]).await.unwrap();
     assert_eq!(dropped, 2);
     assert_eq!(c.get::<Vec<u32>>("list").await.unwrap(), None);
@@ -100,12 +71,7 @@ pub async fn invalidate_drops_dependents_only(b: Arc<dyn Backend>) {
     // many deps at once
     c.put("x", &1, [Dep::tag("a")], TTL).await.unwrap();
     c.put("y", &2, [Dep::tag("b")], TTL).await.unwrap();
-    assert_eq!(
-        c.invalidate([Dep::tag("a"), Dep::tag("b"), Dep::tag("c")])
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(c.invalidate([Dep::tag("a"), Dep::tag("b"), Dep::tag("c")]).await.unwrap(), 2);
     assert_eq!(c.get::<Vec<u32>>("other").await.unwrap(), Some(vec![3]));
 }
 
@@ -114,42 +80,25 @@ pub async fn overwrite_replaces_dependencies(b: Arc<dyn Backend>) {
     c.put("k", &1, [Dep::tag("old")], TTL).await.unwrap();
     c.put("k", &2, [Dep::tag("new")], TTL).await.unwrap();
     c.invalidate([Dep::tag("old")]).await.unwrap();
-    assert_eq!(
-        c.get::<u32>("k").await.unwrap(),
-        Some(2),
-        "the old dependency no longer applies"
-    );
+    assert_eq!(c.get::<u32>("k").await.unwrap(), Some(2), "the old dependency no longer applies");
     c.invalidate([Dep::tag("new")]).await.unwrap();
     assert_eq!(c.get::<u32>("k").await.unwrap(), None);
 }
 
 pub async fn stale_put_is_refused(b: Arc<dyn Backend>) {
     let c = cache(&b, "t");
-    let Fetched::Miss(ticket) = c.lookup::<u32>("k").await.unwrap() else {
-        panic!("expected a miss")
-    };
+    let Fetched::Miss(ticket) = c.lookup::<u32>("k").await.unwrap() else { panic!("expected a miss") };
     c.invalidate([Dep::id("row", 1)]).await.unwrap();
-    let out = c
-        .put_with_ticket("k", &1, [Dep::id("row", 1)], TTL, ticket)
-        .await
-        .unwrap();
+    let out = c.put_with_ticket("k", &1, [Dep::id("row", 1)], TTL, ticket).await.unwrap();
     assert_eq!(out, PutOutcome::Refused);
     assert_eq!(c.get::<u32>("k").await.unwrap(), None);
     // unrelated dependencies do not refuse
-    let out = c
-        .put_with_ticket("k", &1, [Dep::id("row", 2)], TTL, ticket)
-        .await
-        .unwrap();
+    let out = c.put_with_ticket("k", &1, [Dep::id("row", 2)], TTL, ticket).await.unwrap();
     assert_eq!(out, PutOutcome::Stored);
     // a ticket issued after the invalidation is accepted
     c.delete("k").await.unwrap();
-    let Fetched::Miss(fresh) = c.lookup::<u32>("k").await.unwrap() else {
-        panic!("expected a miss")
-    };
-    let out = c
-        .put_with_ticket("k", &2, [Dep::id("row", 1)], TTL, fresh)
-        .await
-        .unwrap();
+    let Fetched::Miss(fresh) = c.lookup::<u32>("k").await.unwrap() else { panic!("expected a miss") };
+    let out = c.put_with_ticket("k", &2, [Dep::id("row", 1)], TTL, fresh).await.unwrap();
     assert_eq!(out, PutOutcome::Stored);
     assert_eq!(c.stats().refused_puts, 1);
 }
@@ -207,37 +156,22 @@ pub async fn single_flight(b: Arc<dyn Backend>) {
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), 7);
     }
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        1,
-        "one loader for concurrent misses"
-    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one loader for concurrent misses");
 }
 
 pub async fn failed_loader_lets_the_next_try(b: Arc<dyn Backend>) {
     let c = cache(&b, "t");
-    let r: Result<u32, Error> = c
-        .get_or_load("k", TTL, |_| async {
-            Err(Error::InvalidKey {
-                len: 0,
-                reason: "loader failed",
-            })
-        })
-        .await;
+    let r: Result<u32, Error> =
+        c.get_or_load("k", TTL, |_| async { Err(Error::InvalidKey { len: 0, reason: "loader failed" }) }).await;
     assert!(r.is_err());
-    let v = c
-        .get_or_load("k", TTL, |_| async { Ok::<_, Error>(5u32) })
-        .await
-        .unwrap();
+    let v = c.get_or_load("k", TTL, |_| async { Ok::<_, Error>(5u32) }).await.unwrap();
     assert_eq!(v, 5);
 }
 
 pub async fn nested_entries_bubble_dependencies(b: Arc<dyn Backend>) {
     let c = cache(&b, "t");
     // a fragment cached first: the outer entry hits it
-    c.put("fragment:2", &2u32, [Dep::id("article", 2)], TTL)
-        .await
-        .unwrap();
+    c.put("fragment:2", &2u32, [Dep::id("article", 2)], TTL).await.unwrap();
     let c2 = c.clone();
     let outer: Vec<u32> = c
         .get_or_load("page", TTL, |_deps| async move {
@@ -255,10 +189,7 @@ pub async fn nested_entries_bubble_dependencies(b: Arc<dyn Backend>) {
     assert_eq!(outer, vec![1, 2]);
     assert!(c.has("page").await.unwrap());
     c.invalidate([Dep::id("article", 1)]).await.unwrap();
-    assert!(
-        !c.has("page").await.unwrap(),
-        "a loaded fragment's dependency reaches the page"
-    );
+    assert!(!c.has("page").await.unwrap(), "a loaded fragment's dependency reaches the page");
     // rebuild, then invalidate through the fragment that was a hit
     let c3 = c.clone();
     let _: Vec<u32> = c
@@ -270,10 +201,7 @@ pub async fn nested_entries_bubble_dependencies(b: Arc<dyn Backend>) {
         .unwrap();
     assert!(c.has("page").await.unwrap());
     c.invalidate([Dep::id("article", 2)]).await.unwrap();
-    assert!(
-        !c.has("page").await.unwrap(),
-        "a hit fragment's dependency reaches the page"
-    );
+    assert!(!c.has("page").await.unwrap(), "a hit fragment's dependency reaches the page");
 }
 
 pub async fn prefixes_isolate_caches(b: Arc<dyn Backend>) {
@@ -292,48 +220,24 @@ pub async fn prefixes_isolate_caches(b: Arc<dyn Backend>) {
 }
 
 pub async fn bad_input_is_a_typed_error(b: Arc<dyn Backend>) {
-    let c = Cache::builder()
-        .shared_backend(Arc::clone(&b))
-        .prefix("t")
-        .max_value_bytes(1024)
-        .build();
-    assert!(matches!(
-        c.put("", &1, [Dep::tag("a")], TTL).await,
-        Err(Error::InvalidKey { .. })
-    ));
-    assert!(matches!(
-        c.get::<u32>("").await,
-        Err(Error::InvalidKey { .. })
-    ));
-    assert!(matches!(
-        c.put("k", &1, [Dep::tag("a")], Duration::ZERO).await,
-        Err(Error::InvalidTtl { .. })
-    ));
+    let c = Cache::builder().shared_backend(Arc::clone(&b)).prefix("t").max_value_bytes(1024).build();
+    assert!(matches!(c.put("", &1, [Dep::tag("a")], TTL).await, Err(Error::InvalidKey { .. })));
+    assert!(matches!(c.get::<u32>("").await, Err(Error::InvalidKey { .. })));
+    assert!(matches!(c.put("k", &1, [Dep::tag("a")], Duration::ZERO).await, Err(Error::InvalidTtl { .. })));
     let years = Duration::from_secs(20 * 365 * 24 * 3600);
     let err = c.put("k", &1, [Dep::tag("a")], years).await.unwrap_err();
     assert!(matches!(err, Error::InvalidTtl { .. }));
-    assert!(
-        err.to_string().contains("max_ttl"),
-        "the message names the fix: {err}"
-    );
+    assert!(err.to_string().contains("max_ttl"), "the message names the fix: {err}");
     let big = "x".repeat(4096);
     let err = c.put("big", &big, [Dep::tag("a")], TTL).await.unwrap_err();
     assert!(matches!(err, Error::ValueTooLarge { ref key, .. } if key == "big"));
     assert!(!c.has("big").await.unwrap());
     // undecodable for the requested type: an error naming the key
-    c.put("num", "not a number", [Dep::tag("a")], TTL)
-        .await
-        .unwrap();
+    c.put("num", "not a number", [Dep::tag("a")], TTL).await.unwrap();
     let err = c.get::<u64>("num").await.unwrap_err();
-    assert!(
-        matches!(err, Error::Decode { ref key, .. } if key == "num"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Decode { ref key, .. } if key == "num"), "{err}");
     // get_or_load treats it as a miss and replaces it
-    let v = c
-        .get_or_load("num", TTL, |_| async { Ok::<_, Error>(9u64) })
-        .await
-        .unwrap();
+    let v = c.get_or_load("num", TTL, |_| async { Ok::<_, Error>(9u64) }).await.unwrap();
     assert_eq!(v, 9);
     assert_eq!(c.get::<u64>("num").await.unwrap(), Some(9));
 }
@@ -341,22 +245,10 @@ pub async fn bad_input_is_a_typed_error(b: Arc<dyn Backend>) {
 pub async fn any_key_and_dependency_text(b: Arc<dyn Backend>) {
     let c = cache(&b, "we:ird{pre}fix\n");
     let long = "k".repeat(1 << 20);
-    let keys = [
-        "a:b",
-        "a\\:b",
-        "{tag}",
-        "}{",
-        " spaced key ",
-        "line\nbreak",
-        "ünïcødé ✓",
-        "\u{0}nul",
-        long.as_str(),
-    ];
+    let keys = ["a:b", "a\\:b", "{tag}", "}{", " spaced key ", "line\nbreak", "ünïcødé ✓", "\u{0}nul", long.as_str()];
     for (i, k) in keys.iter().enumerate() {
         let dep = Dep::id(*k, k);
-        c.put(k, &(i as u32), [dep.clone(), Dep::tag(k)], TTL)
-            .await
-            .unwrap();
+        c.put(k, &(i as u32), [dep.clone(), Dep::tag(k)], TTL).await.unwrap();
         assert_eq!(c.get::<u32>(k).await.unwrap(), Some(i as u32), "key #{i}");
     }
     // the keys are distinct entries
@@ -373,9 +265,7 @@ pub async fn many_dependencies_on_one_entry(b: Arc<dyn Backend>) {
     let c = cache(&b, "t");
     let deps: Vec<Dep> = (0..2000).map(|i| Dep::id("row", i)).collect();
     c.put("wide", &1u32, deps, TTL).await.unwrap();
-    c.put("bystander", &2u32, [Dep::id("row", 5000)], TTL)
-        .await
-        .unwrap();
+    c.put("bystander", &2u32, [Dep::id("row", 5000)], TTL).await.unwrap();
     assert_eq!(c.invalidate([Dep::id("row", 1999)]).await.unwrap(), 1);
     assert!(!c.has("wide").await.unwrap());
     assert!(c.has("bystander").await.unwrap());
@@ -388,32 +278,20 @@ pub async fn scopes_invalidate_old_and_new_lists(b: Arc<dyn Backend>) {
             Some(params! { "published" => a.published, "category" => &a.category })
         });
     for cat in ["a", "b", "c"] {
-        let deps = scopes
-            .condition(params! { "category" => cat, "published" => true })
-            .unwrap();
-        c.put(&format!("list:{cat}"), &vec![cat], deps, TTL)
-            .await
-            .unwrap();
+        let deps = scopes.condition(params! { "category" => cat, "published" => true }).unwrap();
+        c.put(&format!("list:{cat}"), &vec![cat], deps, TTL).await.unwrap();
     }
     let old = article(1, "a");
     let new = article(1, "b");
-    scopes
-        .invalidate_change(&c, &old, &new, &["category"])
-        .await
-        .unwrap();
+    scopes.invalidate_change(&c, &old, &new, &["category"]).await.unwrap();
     assert!(!c.has("list:a").await.unwrap(), "the list it left");
     assert!(!c.has("list:b").await.unwrap(), "the list it entered");
     assert!(c.has("list:c").await.unwrap());
     // a modification no extractor watches touches no list
-    scopes
-        .invalidate_change(&c, &new, &new, &["views"])
-        .await
-        .unwrap();
+    scopes.invalidate_change(&c, &new, &new, &["views"]).await.unwrap();
     assert!(c.has("list:c").await.unwrap());
     // the kill switch drops every list
-    c.invalidate([Dep::invalidate_all("article")])
-        .await
-        .unwrap();
+    c.invalidate([Dep::invalidate_all("article")]).await.unwrap();
     assert!(!c.has("list:c").await.unwrap());
 }
 
@@ -471,11 +349,7 @@ pub async fn concurrent_writers_leave_nothing_stale(b: Arc<dyn Backend>) {
     let mut checked = 0;
     for row in 0..ROWS {
         if let Some(v) = c.get::<u64>(&format!("row:{row}")).await.unwrap() {
-            assert_eq!(
-                v,
-                db[row as usize].load(Ordering::SeqCst),
-                "stale row {row}"
-            );
+            assert_eq!(v, db[row as usize].load(Ordering::SeqCst), "stale row {row}");
             checked += 1;
         }
     }
