@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p matroska --bench memory`
 
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;

@@ -57,7 +57,8 @@ impl Denoted {
 
 fn canon(v: Value) -> Value {
     match v {
-        Value::Float(f) if f == 0.0 => Value::Float(0.0),
+        // -0.0 and 0.0 denote the same value
+        Value::Float(f) => Value::Float(if f == 0.0 { 0.0 } else { f }),
         v => v,
     }
 }

@@ -31,6 +31,13 @@ use moka::notification::RemovalCause;
 /// SipHash a measurable share of the put's cost.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Entries moka evicted or expired, as (key, generation), waiting to be
+/// unregistered from the index.
+type EvictedQueue = Arc<Mutex<Vec<(Arc<str>, u64)>>>;
+
+/// An entry's generation and dependencies.
+type Registration = (u64, Box<[Arc<str>]>);
+
 use super::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
 use crate::clock::{Clock, SystemClock};
 use crate::error::BackendError;
@@ -87,7 +94,7 @@ impl MemoryBackendBuilder {
 
     /// Builds the backend.
     pub fn build(self) -> MemoryBackend {
-        let evicted: Arc<Mutex<Vec<(Arc<str>, u64)>>> = Arc::default();
+        let evicted: EvictedQueue = Arc::default();
         let sink = Arc::clone(&evicted);
         let mut builder = moka::sync::Cache::builder().expire_after(PerEntryTtl).eviction_listener(
             move |key: Arc<Arc<str>>, entry: Arc<Entry>, cause| {
@@ -136,7 +143,7 @@ pub struct MemoryBackend {
 struct Inner {
     data: moka::sync::Cache<Arc<str>, Arc<Entry>>,
     index: Mutex<Index>,
-    evicted: Arc<Mutex<Vec<(Arc<str>, u64)>>>,
+    evicted: EvictedQueue,
     clock: Arc<dyn Clock>,
     /// Whether `clock` is the system clock, whose expiry moka already enforces.
     system_clock: bool,
@@ -212,7 +219,7 @@ struct Index {
     /// dependency -> entries depending on it
     reverse: HashMap<Arc<str>, Members>,
     /// entry -> (generation, its dependencies)
-    forward: HashMap<Arc<str>, (u64, Box<[Arc<str>]>)>,
+    forward: HashMap<Arc<str>, Registration>,
     /// dependency -> tick of its last invalidation
     tombstones: HashMap<Arc<str>, u64>,
     /// (tick, dependency) in order of invalidation, to expire tombstones
