@@ -1,0 +1,46 @@
+//! Primary-key dependencies of any entity, without code per entity.
+
+use matroska::Dep;
+use sea_orm::sea_query::IntoValueTuple;
+use sea_orm::{ActiveModelTrait, EntityTrait, ModelTrait, PrimaryKeyTrait};
+
+use crate::value::to_value;
+
+/// The name an entity's dependencies use: its table name.
+pub fn entity_name<E: EntityTrait>() -> &'static str {
+    E::default().table_name()
+}
+
+/// The primary-key dependency of a row, from its `Model` or `ModelEx`.
+///
+/// `Dep::primary_key(table, key components)`: composite keys keep their
+/// column order; values are typed ([`to_value`](crate::to_value)).
+pub fn pk_dep<M: ModelTrait>(model: &M) -> Dep {
+    Dep::primary_key(entity_name::<M::Entity>(), model.get_primary_key_value().iter().map(to_value))
+}
+
+/// The primary-key dependency of an `ActiveModel`, or `None` while a key
+/// column is `NotSet` (an insert with an auto-increment key).
+pub fn active_pk_dep<A: ActiveModelTrait>(am: &A) -> Option<Dep> {
+    let key = am.get_primary_key_value()?;
+    Some(Dep::primary_key(entity_name::<A::Entity>(), key.iter().map(to_value)))
+}
+
+/// The primary-key dependency of the row of `E` with key `key` (a scalar,
+/// or a tuple for a composite key), equal to [`pk_dep`] of that row.
+///
+/// ```ignore
+/// let dep = matroska_seaorm::pk_dep_of::<article::Entity>(7);
+/// let dep = matroska_seaorm::pk_dep_of::<article_tag::Entity>((7, 3));
+/// ```
+pub fn pk_dep_of<E: EntityTrait>(key: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>) -> Dep {
+    let tuple = key.into().into_value_tuple();
+    Dep::primary_key(entity_name::<E>(), tuple.iter().map(to_value))
+}
+
+/// Every entry built from rows of `E` by [`dependencies`](crate::dependencies),
+/// and every cached list of `E` declared through its scopes, depends on this
+/// one: invalidating it is the coarse "anything about this table" switch.
+pub fn entity_dep<E: EntityTrait>() -> Dep {
+    Dep::invalidate_all(entity_name::<E>())
+}
