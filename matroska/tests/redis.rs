@@ -18,10 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use matroska::{
-    Backend, BackendErrorKind, Cache, Dep, Error, Lookup, PutOutcome, PutRequest, RedisBackend,
-    Ticket,
-};
+use matroska::{Backend, BackendErrorKind, Cache, Dep, Error, Lookup, PutOutcome, PutRequest, RedisBackend, Ticket};
 use redis::aio::ConnectionManager;
 use redis_server::{builder, target, Target};
 
@@ -33,23 +30,13 @@ async fn backend(target: &Target) -> RedisBackend {
     builder(target).build().await.expect("connect to Redis")
 }
 
-async fn put(
-    b: &RedisBackend,
-    key: &str,
-    deps: &[&str],
-    ttl: Duration,
-    ticket: Option<Ticket>,
-) -> PutOutcome {
+async fn put(b: &RedisBackend, key: &str, deps: &[&str], ttl: Duration, ticket: Option<Ticket>) -> PutOutcome {
     let deps: Vec<String> = deps.iter().map(|d| d.to_string()).collect();
-    b.put(PutRequest {
-        key,
-        value: Bytes::from_static(b"value"),
-        deps: &deps,
-        ttl,
-        ticket,
-    })
-    .await
-    .unwrap()
+    b.put(PutRequest { key, value: Bytes::from_static(b"value"), deps: &deps, ttl, ticket }).await.unwrap()
+}
+
+async fn store(b: &RedisBackend, key: &str, deps: &[&str], ttl: Duration) {
+    assert_eq!(put(b, key, deps, ttl, None).await, PutOutcome::Stored);
 }
 
 async fn query<T: redis::FromRedisValue>(conn: &mut ConnectionManager, cmd: &redis::Cmd) -> T {
@@ -74,13 +61,9 @@ async fn exists(b: &RedisBackend, key: &str) -> bool {
 #[tokio::test]
 async fn layout_and_expiries() {
     let Some(t) = target() else { return };
-    let b = builder(&t)
-        .tombstone_window(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
+    let b = builder(&t).tombstone_window(Duration::from_secs(30)).build().await.unwrap();
     assert_eq!(put(&b, "k", &["a", "b"], TTL, None).await, PutOutcome::Stored);
-    put(&b, "short", &["a"], Duration::from_secs(5), None).await;
+    store(&b, "short", &["a"], Duration::from_secs(5)).await;
 
     let entry = b.entry_key("k");
     assert!(entry.contains(":e:k") && entry.contains('{'));
@@ -108,47 +91,29 @@ async fn layout_and_expiries() {
 #[tokio::test]
 async fn tickets_are_server_time_and_expire_with_the_window() {
     let Some(t) = target() else { return };
-    let b = builder(&t)
-        .tombstone_window(Duration::from_millis(300))
-        .build()
-        .await
-        .unwrap();
-    let Lookup::Miss(ticket) = b.get("k").await.unwrap() else {
-        panic!("miss expected")
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64;
+    let b = builder(&t).tombstone_window(Duration::from_millis(300)).build().await.unwrap();
+    let Lookup::Miss(ticket) = b.get("k").await.unwrap() else { panic!("miss expected") };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
     assert!(ticket.value().abs_diff(now) < 5_000_000, "ticket in µs");
     assert!(b.ticket().await.unwrap() >= ticket);
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        put(&b, "k", &["a"], TTL, Some(ticket)).await,
-        PutOutcome::Refused
-    );
+    assert_eq!(put(&b, "k", &["a"], TTL, Some(ticket)).await, PutOutcome::Refused);
     // a fresh ticket, an invalidation after it, then a put with it: refused
     let fresh = b.ticket().await.unwrap();
     b.invalidate(&["a".into()]).await.unwrap();
-    assert_eq!(
-        put(&b, "k", &["a"], TTL, Some(fresh)).await,
-        PutOutcome::Refused
-    );
+    assert_eq!(put(&b, "k", &["a"], TTL, Some(fresh)).await, PutOutcome::Refused);
     // once the tombstone is gone, a newer ticket stores
     tokio::time::sleep(Duration::from_millis(400)).await;
     let newer = b.ticket().await.unwrap();
-    assert_eq!(
-        put(&b, "k", &["a"], TTL, Some(newer)).await,
-        PutOutcome::Stored
-    );
+    assert_eq!(put(&b, "k", &["a"], TTL, Some(newer)).await, PutOutcome::Stored);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_dependency_index_holds_only_live_members() {
     let Some(t) = target() else { return };
     let b = backend(&t).await;
-    put(&b, "long", &["hot"], TTL, None).await;
+    store(&b, "long", &["hot"], TTL).await;
     let b2 = b.clone();
     let mut tasks = Vec::new();
     for w in 0..16 {
@@ -156,7 +121,7 @@ async fn hot_dependency_index_holds_only_live_members() {
         tasks.push(tokio::spawn(async move {
             for i in 0..625 {
                 let key = format!("short:{w}:{i}");
-                put(&b, &key, &["hot"], Duration::from_secs(2), None).await;
+                store(&b, &key, &["hot"], Duration::from_secs(2)).await;
             }
         }));
     }
@@ -168,7 +133,7 @@ async fn hot_dependency_index_holds_only_live_members() {
     // wait until every short-lived entry has expired
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     // one more touch
-    put(&b, "another", &["hot"], Duration::from_secs(30), None).await;
+    store(&b, "another", &["hot"], Duration::from_secs(30)).await;
     let live = members(&b, &b.index_key("hot")).await;
     assert_eq!(live.len(), 2, "only live members remain");
     // the index expires with its latest live member, not later
@@ -188,7 +153,7 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
         tasks.push(tokio::spawn(async move {
             for i in 0..per_task {
                 let key = format!("e:{w}:{i}");
-                put(&b, &key, &["big"], TTL, None).await;
+                store(&b, &key, &["big"], TTL).await;
             }
         }));
     }
@@ -199,20 +164,11 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
     assert_eq!(members(&b, &b.index_key("big")).await.len() as u64, total);
 
     let mut conn = b.connection();
-    let _: () = query(
-        &mut conn,
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("slowlog-log-slower-than")
-            .arg(20_000),
-    )
-    .await;
+    let _: () = query(&mut conn, redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(20_000)).await;
     let _: () = query(&mut conn, redis::cmd("SLOWLOG").arg("RESET")).await;
 
     // a reader missed before the invalidation; its put races with the drain
-    let Lookup::Miss(ticket) = b.get("e:racer").await.unwrap() else {
-        panic!()
-    };
+    let Lookup::Miss(ticket) = b.get("e:racer").await.unwrap() else { panic!() };
     let inv = {
         let b = b.clone();
         tokio::spawn(async move {
@@ -232,10 +188,7 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
     assert!(refused > 0);
     assert!(matches!(b.get("e:racer").await.unwrap(), Lookup::Miss(_)));
     for i in [0, 1, per_task / 2, per_task - 1] {
-        assert!(matches!(
-            b.get(&format!("e:0:{i}")).await.unwrap(),
-            Lookup::Miss(_)
-        ));
+        assert!(matches!(b.get(&format!("e:0:{i}")).await.unwrap(), Lookup::Miss(_)));
     }
     assert!(!exists(&b, &b.index_key("big")).await);
     assert!(!exists(&b, &b.drain_key("big")).await);
@@ -252,8 +205,8 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
 async fn overwrite_with_other_dependencies_leaves_no_registration() {
     let Some(t) = target() else { return };
     let b = backend(&t).await;
-    put(&b, "k", &["a", "b"], TTL, None).await;
-    put(&b, "k", &["b", "c"], TTL, None).await;
+    store(&b, "k", &["a", "b"], TTL).await;
+    store(&b, "k", &["b", "c"], TTL).await;
     assert!(!exists(&b, &b.index_key("a")).await, "old dep unregistered");
     let in_b = members(&b, &b.index_key("b")).await;
     let in_c = members(&b, &b.index_key("c")).await;
@@ -267,14 +220,7 @@ async fn overwrite_with_other_dependencies_leaves_no_registration() {
     // a stray old-generation member (as after a failed cleanup) is ignored
     let mut conn = b.connection();
     let stray = format!("0000000000000000{}", b.entry_key("k"));
-    let _: i64 = query(
-        &mut conn,
-        redis::cmd("ZADD")
-            .arg(b.index_key("z"))
-            .arg("+inf")
-            .arg(&stray),
-    )
-    .await;
+    let _: i64 = query(&mut conn, redis::cmd("ZADD").arg(b.index_key("z")).arg("+inf").arg(&stray)).await;
     assert_eq!(b.invalidate(&["z".into()]).await.unwrap(), 0);
     assert!(matches!(b.get("k").await.unwrap(), Lookup::Hit(_)));
 
@@ -297,21 +243,13 @@ async fn foreign_data_is_a_typed_error_naming_the_key() {
     let entry = b.entry_key(&key_of("listed"));
     let _: i64 = query(&mut conn, redis::cmd("RPUSH").arg(&entry).arg("x")).await;
     let err = cache.get::<u32>("listed").await.unwrap_err();
-    let Error::Backend(e) = &err else {
-        panic!("{err:?}")
-    };
+    let Error::Backend(e) = &err else { panic!("{err:?}") };
     assert_eq!(e.kind(), BackendErrorKind::ForeignData);
     assert_eq!(e.key(), Some(entry.as_str()));
     assert!(!err.is_transient());
     let err = cache.put("listed", &1u32, [Dep::tag("t")], TTL).await;
-    assert!(
-        matches!(&err, Err(Error::Backend(e)) if e.kind() == BackendErrorKind::ForeignData),
-        "{err:?}"
-    );
-    let loaded: u32 = cache
-        .get_or_load("listed", TTL, |_| async { Ok::<_, Error>(7) })
-        .await
-        .unwrap();
+    assert!(matches!(&err, Err(Error::Backend(e)) if e.kind() == BackendErrorKind::ForeignData), "{err:?}");
+    let loaded: u32 = cache.get_or_load("listed", TTL, |_| async { Ok::<_, Error>(7) }).await.unwrap();
     assert_eq!(loaded, 7);
     assert!(cache.has("listed").await.is_err());
     // delete removes it, and the key is usable again
@@ -325,31 +263,22 @@ async fn foreign_data_is_a_typed_error_naming_the_key() {
     let index = b.index_key(&format!(":{}", dep.as_str()));
     let _: () = query(&mut conn, redis::cmd("SET").arg(&index).arg("foreign")).await;
     let err = cache.put("x", &1u32, [dep.clone()], TTL).await.unwrap_err();
-    let Error::Backend(e) = &err else {
-        panic!("{err:?}")
-    };
+    let Error::Backend(e) = &err else { panic!("{err:?}") };
     assert_eq!(e.kind(), BackendErrorKind::ForeignData);
     assert_eq!(e.key(), Some(index.as_str()));
     assert_eq!(cache.get::<u32>("x").await.unwrap(), None);
     let err = cache.invalidate([dep]).await.unwrap_err();
-    assert!(matches!(&err, Error::Backend(e) if e.kind() == BackendErrorKind::ForeignData && e.key() == Some(index.as_str())), "{err:?}");
+    assert!(
+        matches!(&err, Error::Backend(e) if e.kind() == BackendErrorKind::ForeignData && e.key() == Some(index.as_str())),
+        "{err:?}"
+    );
 
     // foreign bytes in our own format's place: a decode error, dropped by
     // get_or_load
     let entry = b.entry_key(&key_of("garbled"));
-    let _: i64 = query(
-        &mut conn,
-        redis::cmd("HSET").arg(&entry).arg("v").arg(&[0xffu8, 0, 1][..]),
-    )
-    .await;
-    assert!(matches!(
-        cache.get::<u32>("garbled").await,
-        Err(Error::Decode { .. })
-    ));
-    let v: u32 = cache
-        .get_or_load("garbled", TTL, |_| async { Ok::<_, Error>(3) })
-        .await
-        .unwrap();
+    let _: i64 = query(&mut conn, redis::cmd("HSET").arg(&entry).arg("v").arg(&[0xffu8, 0, 1][..])).await;
+    assert!(matches!(cache.get::<u32>("garbled").await, Err(Error::Decode { .. })));
+    let v: u32 = cache.get_or_load("garbled", TTL, |_| async { Ok::<_, Error>(3) }).await.unwrap();
     assert_eq!(v, 3);
     assert_eq!(cache.get::<u32>("garbled").await.unwrap(), Some(3));
 }
@@ -360,10 +289,10 @@ async fn huge_keys_and_dependencies_with_braces() {
     let b = builder(&t).namespace("n{s}").build().await.unwrap();
     let key = format!("{{k}}\n{}", "x".repeat(1 << 20));
     let dep = format!("}}{{ dep: {}", "y".repeat(1 << 20));
-    put(&b, &key, &[dep.as_str(), "small"], TTL, None).await;
+    store(&b, &key, &[dep.as_str(), "small"], TTL).await;
     assert!(b.entry_key(&key).starts_with("n%7Bs%7D:{"));
     assert!(matches!(b.get(&key).await.unwrap(), Lookup::Hit(_)));
-    assert_eq!(b.invalidate(&[dep.clone()]).await.unwrap(), 1);
+    assert_eq!(b.invalidate(std::slice::from_ref(&dep)).await.unwrap(), 1);
     assert!(matches!(b.get(&key).await.unwrap(), Lookup::Miss(_)));
     assert!(!exists(&b, &b.index_key("small")).await);
 }
@@ -413,17 +342,11 @@ async fn server_killed_and_restarted_mid_workload() {
     let started = Instant::now();
     let err = cache.get::<u32>("before").await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
-    let err = cache
-        .put("k", &1u32, [Dep::tag("t")], TTL)
-        .await
-        .unwrap_err();
+    let err = cache.put("k", &1u32, [Dep::tag("t")], TTL).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     let err = cache.invalidate([Dep::tag("t")]).await.unwrap_err();
     assert!(err.is_transient(), "invalidate never reports false success: {err:?}");
-    let loaded: u32 = cache
-        .get_or_load("k", TTL, |_| async { Ok::<_, Error>(42) })
-        .await
-        .unwrap();
+    let loaded: u32 = cache.get_or_load("k", TTL, |_| async { Ok::<_, Error>(42) }).await.unwrap();
     assert_eq!(loaded, 42);
     assert!(started.elapsed() < Duration::from_secs(5), "errors come in time");
     assert!(cache.stats().backend_errors >= 4);
@@ -454,11 +377,7 @@ async fn server_killed_and_restarted_mid_workload() {
 
 #[tokio::test]
 async fn unreachable_server_at_build_is_a_transient_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let err = RedisBackend::builder(format!("redis://127.0.0.1:{port}/"))
         .connect_timeout(Duration::from_millis(200))
         .build()

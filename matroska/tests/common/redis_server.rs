@@ -11,6 +11,8 @@
 //!
 //! When a test panics, the server's log is printed.
 
+#![allow(dead_code, unreachable_pub)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -49,10 +51,7 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(200),
-    ) else {
+    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -80,12 +79,7 @@ impl RedisServer {
                 Ok(p) => p,
                 Err(e) => return unavailable(format!("no free port: {e}")),
             };
-            let mut server = RedisServer {
-                child: None,
-                port,
-                binary: binary.clone(),
-                dir,
-            };
+            let mut server = RedisServer { child: None, port, binary: binary.clone(), dir };
             match server.spawn() {
                 Ok(()) => return Some(server),
                 Err(e) => last_error = e,
@@ -117,11 +111,7 @@ impl RedisServer {
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
-                return Err(format!(
-                    "{:?} exited with {status}: {}",
-                    self.binary,
-                    self.log()
-                ));
+                return Err(format!("{:?} exited with {status}: {}", self.binary, self.log()));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -205,12 +195,7 @@ pub fn target() -> Option<Target> {
 /// A namespace no other test uses (for a shared external server).
 pub fn fresh_namespace() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "mt-{}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        uuid::Uuid::new_v4().simple()
-    )
+    format!("mt-{}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), uuid::Uuid::new_v4().simple())
 }
 
 /// A backend builder for `target` with a fresh namespace.
@@ -238,10 +223,7 @@ pub async fn served_backend() -> Option<Arc<dyn Backend>> {
         Ok(b) => b,
         Err(e) => return unavailable(format!("cannot connect to {}: {e}", target.url())),
     };
-    Some(Arc::new(Served {
-        backend,
-        _target: target,
-    }))
+    Some(Arc::new(Served { backend, _target: target }))
 }
 
 #[async_trait]

@@ -45,8 +45,9 @@ for j = 1, n do
   elseif card > 0 then
     local members = redis.call('ZRANGE', index, 0, -1)
     redis.call('DEL', index)
+    local only = cmsgpack.pack({index})
     for _, m in ipairs(members) do
-      dropped = dropped + drop_member(m, index)
+      dropped = dropped + drop_member(m, index, only)
     end
     budget = budget - card
   end

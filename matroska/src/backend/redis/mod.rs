@@ -20,7 +20,8 @@
 //!
 //! # Round trips
 //!
-//! On a single node, `get` (a hit, or a miss with its ticket), `put` with any
+//! On a single node, `get` (a hit, or a miss with its ticket) is one plain
+//! command (with `TIME` pipelined every 200 ms), and `put` with any
 //! number of dependencies (ticket check included) and `invalidate` of any
 //! number of dependencies are one script call each. Two cases add calls:
 //!
@@ -60,9 +61,20 @@
 //!   never removes a newer registration of the same key, and invalidating a
 //!   dependency that an *older* version of a key had never drops the newer
 //!   version that no longer depends on it.
-//! * **get** (`get.lua`): `HGET v`; on a miss, `TIME` in the same call becomes
-//!   the ticket (µs of Redis server time, so that tickets stay comparable
-//!   across the nodes of a cluster up to their clock skew).
+//! * **get**: a plain `HGET v` (no script: Lua would halve the throughput of
+//!   concurrent hits). A miss's ticket is Redis server time in µs (comparable
+//!   across the nodes of a cluster up to their clock skew): the backend
+//!   pipelines `TIME` with the `HGET` every 200 ms and, in between,
+//!   issues a *lower bound* of the server's clock: the last reading plus the
+//!   local monotonic time elapsed since its reply arrived, minus 100 µs plus
+//!   0.1 % of that time for drift. Since the reading was taken before its reply
+//!   arrived, the estimate is never later than the server's time at the miss,
+//!   so every invalidation after the miss has a tombstone at or after the
+//!   ticket; the margin (and the reply's transit) only refuses puts racing with
+//!   invalidations made by *other* processes a fraction of a millisecond
+//!   before the miss, which is harmless (the value is returned, just not
+//!   cached). After its own invalidation or refused put, a backend reads
+//!   `TIME` exactly on its next `get`.
 //! * **put** (`put.lua`): refuses the put if the ticket is older than the
 //!   window or a dependency's tombstone is at or after the ticket; checks the
 //!   type of every key before its first write (foreign data: nothing written);
@@ -130,7 +142,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -154,7 +166,6 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const DROP_MEMBER: &str = include_str!("drop_member.lua");
 
-static GET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("get.lua")));
 static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
 static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("delete.lua")));
 static UNREGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("unregister.lua")));
@@ -279,6 +290,7 @@ impl RedisBackendBuilder {
             chunk_size: self.chunk_size,
             op_timeout,
             gens: Generations::new(),
+            clock: std::sync::Arc::default(),
         };
         backend.load_scripts().await?;
         Ok(backend)
@@ -297,6 +309,7 @@ pub struct RedisBackend {
     chunk_size: usize,
     op_timeout: Duration,
     gens: std::sync::Arc<Generations>,
+    clock: std::sync::Arc<ServerClock>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -374,7 +387,7 @@ impl RedisBackend {
     }
 
     async fn load_scripts(&self) -> Result<(), BackendError> {
-        for script in [&*GET, &*PUT, &*DELETE, &*UNREGISTER, &*INVALIDATE, &*DRAIN] {
+        for script in [&*PUT, &*DELETE, &*UNREGISTER, &*INVALIDATE, &*DRAIN] {
             let mut conn = self.conn.clone();
             self.bounded(async move { script.load_async(&mut conn).await }, None).await?;
         }
@@ -446,12 +459,32 @@ impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Lookup, BackendError> {
         let entry = self.entry_key(key);
         let mut conn = self.conn.clone();
-        let inv = GET.key(entry.as_str());
-        let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&entry)).await?;
-        match reply {
+        if let Some(estimate) = self.clock.estimate() {
+            // calibrated: a plain HGET, the ticket is a lower bound of the
+            // server's time now
+            let cmd = redis::cmd("HGET").arg(entry.as_str()).arg("v").clone();
+            let reply: Value = self.bounded(async { cmd.query_async(&mut conn).await }, Some(&entry)).await?;
+            return match reply {
+                Value::BulkString(bytes) => Ok(Lookup::Hit(Bytes::from(bytes))),
+                Value::Nil => Ok(Lookup::Miss(Ticket::new(estimate))),
+                _ => Err(protocol(&entry, "unexpected reply to HGET")),
+            };
+        }
+        // not calibrated (or stale): HGET and TIME in one round trip
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET").arg(entry.as_str()).arg("v").cmd("TIME");
+        let reply: Vec<Value> = self.bounded(async { pipe.query_async(&mut conn).await }, Some(&entry)).await?;
+        let received = Instant::now();
+        let mut reply = reply.into_iter();
+        let (value, time) = match (reply.next(), reply.next()) {
+            (Some(v), Some(Value::Array(t))) => (v, parse_time(&t, &entry)?),
+            _ => return Err(protocol(&entry, "unexpected reply to HGET + TIME")),
+        };
+        self.clock.calibrate(time.value(), received);
+        match value {
             Value::BulkString(bytes) => Ok(Lookup::Hit(Bytes::from(bytes))),
-            Value::Array(time) => Ok(Lookup::Miss(parse_time(&time, &entry)?)),
-            _ => Err(protocol(&entry, "unexpected reply to get")),
+            Value::Nil => Ok(Lookup::Miss(time)),
+            _ => Err(protocol(&entry, "unexpected reply to HGET")),
         }
     }
 
@@ -493,7 +526,10 @@ impl Backend for RedisBackend {
             None => return Err(protocol(&entry, "empty reply to put")),
         };
         match status {
-            0 => Ok(PutOutcome::Refused),
+            0 => {
+                self.clock.reset();
+                Ok(PutOutcome::Refused)
+            }
             1 => {
                 if let Some(member) = items.next() {
                     let member = bulk(member, &entry)?;
@@ -552,6 +588,7 @@ impl Backend for RedisBackend {
             inv.key(k.as_str());
         }
         inv.arg(self.window_ms.as_str()).arg(self.chunk_size);
+        self.clock.reset();
         let mut conn = self.conn.clone();
         let first = &keys[1];
         let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(first)).await?;
@@ -586,6 +623,49 @@ impl Backend for RedisBackend {
             Value::Array(time) => parse_time(&time, "TIME"),
             _ => Err(BackendError::new(BackendErrorKind::Protocol, "unexpected reply to TIME")),
         }
+    }
+}
+
+/// An estimate of the Redis server's clock: the last `TIME` reading and the
+/// local monotonic instant its reply arrived.
+///
+/// At a later local instant `c`, the server's clock reads at least
+/// `s + (c - received)` (the reading was taken before the reply arrived),
+/// minus the drift between the two clocks, bounded here by 100 µs plus 0.1 %
+/// of the elapsed time (more than the slew of two NTP-disciplined clocks). Estimates are used for at most [`CALIBRATION_TTL`]; then the next
+/// `get` reads `TIME` again in the same round trip. After this backend
+/// invalidates or has a put refused, the next `get` reads `TIME` exactly, so
+/// that a reload right after an invalidation gets a ticket after it.
+#[derive(Debug, Default)]
+struct ServerClock {
+    reading: std::sync::Mutex<Option<(u64, Instant)>>,
+}
+
+/// How long a `TIME` reading is used to estimate tickets.
+const CALIBRATION_TTL: Duration = Duration::from_millis(200);
+
+impl ServerClock {
+    fn calibrate(&self, server_us: u64, received: Instant) {
+        let mut r = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        *r = Some((server_us, received));
+    }
+
+    /// Forgets the reading: the next `get` reads `TIME` exactly.
+    fn reset(&self) {
+        *self.reading.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A lower bound of the server's time now, in µs, if calibrated recently.
+    fn estimate(&self) -> Option<u64> {
+        let reading = *self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let (server_us, received) = reading?;
+        let elapsed = received.elapsed();
+        if elapsed >= CALIBRATION_TTL {
+            return None;
+        }
+        let elapsed_us = saturating_u64(elapsed.as_micros());
+        let margin = 100 + elapsed_us / 1_000;
+        Some((server_us + elapsed_us).saturating_sub(margin))
     }
 }
 
@@ -716,12 +796,20 @@ fn map_error(e: RedisError, key: Option<&str>) -> BackendError {
             )
             | ErrorKind::ClusterConnectionNotFound => BackendErrorKind::Unavailable,
             ErrorKind::Parse | ErrorKind::UnexpectedReturnType => BackendErrorKind::Protocol,
-            ErrorKind::Extension => match e.code() {
-                Some("WRONGTYPE") => BackendErrorKind::ForeignData,
-                // a long-running script elsewhere; retrying later may succeed
-                Some("BUSY") => BackendErrorKind::Unavailable,
-                _ => BackendErrorKind::Refused,
-            },
+            ErrorKind::Extension => {
+                // the first server error's code (a pipeline error has no code
+                // of its own)
+                let code = e
+                    .clone()
+                    .into_server_errors()
+                    .and_then(|errors| errors.first().map(|(_, server)| server.code().to_owned()));
+                match code.as_deref() {
+                    Some("WRONGTYPE") => BackendErrorKind::ForeignData,
+                    // a long-running script elsewhere; retrying later may succeed
+                    Some("BUSY") => BackendErrorKind::Unavailable,
+                    _ => BackendErrorKind::Refused,
+                }
+            }
             _ => BackendErrorKind::Refused,
         }
     };
