@@ -14,7 +14,20 @@ use syn::{parse_macro_input, Data, DeriveInput, Fields, LitStr, Path, Type};
 #[proc_macro_derive(CacheEntity, attributes(matroska))]
 pub fn derive_cache_entity(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand_cache_entity(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    expand_cache_entity(&input)
+        .unwrap_or_else(|e| {
+            let err = e.into_compile_error();
+            if input.ident == "Model" {
+                // Keep the entity compiling so that only the real error shows.
+                quote! {
+                    #err
+                    impl ::matroska_seaorm::__private::sea_orm::ActiveModelBehavior for ActiveModel {}
+                }
+            } else {
+                err
+            }
+        })
+        .into()
 }
 
 /// Implements `Walk` for a struct: its fields are relations by name.
@@ -362,9 +375,12 @@ fn expand_walk(input: &DeriveInput) -> syn::Result<TokenStream2> {
     });
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut where_clause = where_clause.cloned().unwrap_or_else(|| syn::parse_quote!(where));
-    for f in &walked {
-        let ty = &f.ty;
-        where_clause.predicates.push(syn::parse_quote!(#ty: ::matroska_seaorm::Walk));
+    // Bounds only for generic structs: on a recursive struct they would not resolve.
+    if !input.generics.params.is_empty() {
+        for f in &walked {
+            let ty = &f.ty;
+            where_clause.predicates.push(syn::parse_quote!(#ty: ::matroska_seaorm::Walk));
+        }
     }
     Ok(quote! {
         #[automatically_derived]
