@@ -44,17 +44,17 @@ async fn query<T: redis::FromRedisValue>(conn: &mut ConnectionManager, cmd: &red
 }
 
 async fn members(b: &RedisBackend, key: &str) -> Vec<String> {
-    let mut conn = b.connection();
+    let mut conn = b.connection().expect("a single-node backend");
     query(&mut conn, redis::cmd("ZRANGE").arg(key).arg(0).arg(-1)).await
 }
 
 async fn pttl(b: &RedisBackend, key: &str) -> i64 {
-    let mut conn = b.connection();
+    let mut conn = b.connection().expect("a single-node backend");
     query(&mut conn, redis::cmd("PTTL").arg(key)).await
 }
 
 async fn exists(b: &RedisBackend, key: &str) -> bool {
-    let mut conn = b.connection();
+    let mut conn = b.connection().expect("a single-node backend");
     query::<i64>(&mut conn, redis::cmd("EXISTS").arg(key)).await == 1
 }
 
@@ -163,7 +163,7 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
     let total = (n_tasks * per_task) as u64;
     assert_eq!(members(&b, &b.index_key("big")).await.len() as u64, total);
 
-    let mut conn = b.connection();
+    let mut conn = b.connection().expect("a single-node backend");
     let _: () = query(&mut conn, redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(20_000)).await;
     let _: () = query(&mut conn, redis::cmd("SLOWLOG").arg("RESET")).await;
 
@@ -218,7 +218,7 @@ async fn overwrite_with_other_dependencies_leaves_no_registration() {
     assert!(matches!(b.get("k").await.unwrap(), Lookup::Hit(_)));
 
     // a stray old-generation member (as after a failed cleanup) is ignored
-    let mut conn = b.connection();
+    let mut conn = b.connection().expect("a single-node backend");
     let stray = format!("0000000000000000{}", b.entry_key("k"));
     let _: i64 = query(&mut conn, redis::cmd("ZADD").arg(b.index_key("z")).arg("+inf").arg(&stray)).await;
     assert_eq!(b.invalidate(&["z".into()]).await.unwrap(), 0);
@@ -237,7 +237,7 @@ async fn foreign_data_is_a_typed_error_naming_the_key() {
     let b = backend(&t).await;
     let cache = Cache::builder().backend(b.clone()).build();
     let key_of = |k: &str| format!(":{k}"); // the cache's empty prefix
-    let mut conn = b.connection();
+    let mut conn = b.connection().expect("a single-node backend");
 
     // a list where an entry should be
     let entry = b.entry_key(&key_of("listed"));

@@ -147,6 +147,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use tracing::warn;
 
@@ -164,6 +166,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default response timeout.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+mod cluster;
+
 const DROP_MEMBER: &str = include_str!("drop_member.lua");
 
 static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
@@ -178,6 +182,15 @@ static DRAIN: LazyLock<Script> =
 enum Source {
     Url(String),
     Connection(ConnectionManager),
+    Cluster(Vec<String>),
+    ClusterConnection(ClusterConnection),
+}
+
+/// The connection a backend uses.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 /// Configures a [`RedisBackend`]; made by [`RedisBackend::builder`] or
@@ -200,6 +213,8 @@ impl fmt::Debug for RedisBackendBuilder {
                 &match &self.source {
                     Source::Url(_) => "url",
                     Source::Connection(_) => "connection",
+                    Source::Cluster(_) => "cluster seeds",
+                    Source::ClusterConnection(_) => "cluster connection",
                 },
             )
             .field("namespace", &self.namespace)
@@ -220,7 +235,7 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// How long connecting may take (default 1 s). Only used with a URL.
+    /// How long connecting may take (default 1 s). Only used with URLs.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -258,7 +273,31 @@ impl RedisBackendBuilder {
     pub async fn build(self) -> Result<RedisBackend, BackendError> {
         let op_timeout = self.connect_timeout + self.response_timeout;
         let conn = match self.source {
-            Source::Connection(conn) => conn,
+            Source::Connection(conn) => Conn::Single(conn),
+            Source::ClusterConnection(conn) => Conn::Cluster(conn),
+            Source::Cluster(seeds) => {
+                let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.response_timeout)
+                    .retries(3)
+                    .min_retry_wait(20)
+                    .max_retry_wait(saturating_u64(self.connect_timeout.as_millis()).max(20))
+                    .build()
+                    .map_err(|e| {
+                        BackendError::new(BackendErrorKind::Refused, format!("invalid Redis Cluster seeds: {e}"))
+                            .with_source(e)
+                    })?;
+                match tokio::time::timeout(op_timeout, client.get_async_connection()).await {
+                    Ok(Ok(conn)) => Conn::Cluster(conn),
+                    Ok(Err(e)) => return Err(map_error(e, None)),
+                    Err(_) => {
+                        return Err(BackendError::new(
+                            BackendErrorKind::Timeout,
+                            format!("could not connect to Redis Cluster within {op_timeout:?}"),
+                        ))
+                    }
+                }
+            }
             Source::Url(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(|e| {
                     BackendError::new(BackendErrorKind::Refused, format!("invalid Redis URL: {e}")).with_source(e)
@@ -271,7 +310,7 @@ impl RedisBackendBuilder {
                     .set_max_delay(self.connect_timeout);
                 let connect = ConnectionManager::new_with_config(client, config);
                 match tokio::time::timeout(op_timeout, connect).await {
-                    Ok(Ok(conn)) => conn,
+                    Ok(Ok(conn)) => Conn::Single(conn),
                     Ok(Err(e)) => return Err(map_error(e, None)),
                     Err(_) => {
                         return Err(BackendError::new(
@@ -286,6 +325,11 @@ impl RedisBackendBuilder {
             conn,
             namespace: escape_namespace(&self.namespace),
             window_us: saturating_u64(self.window.as_micros()).max(1).to_string(),
+            window_us_n: saturating_u64(self.window.as_micros()).max(1),
+            marker_ms: {
+                let w = saturating_u64(self.window.as_millis()).max(1);
+                w + w / 100 + 10
+            },
             window_ms: saturating_u64(self.window.as_millis()).max(1).to_string(),
             chunk_size: self.chunk_size,
             op_timeout,
@@ -302,9 +346,11 @@ impl RedisBackendBuilder {
 /// the behavior on failures.
 #[derive(Clone)]
 pub struct RedisBackend {
-    conn: ConnectionManager,
+    conn: Conn,
     namespace: String,
     window_us: String,
+    window_us_n: u64,
+    marker_ms: u64,
     window_ms: String,
     chunk_size: usize,
     op_timeout: Duration,
@@ -337,6 +383,24 @@ impl RedisBackend {
         Self::with_source(Source::Connection(conn))
     }
 
+    /// A builder connecting to a Redis Cluster through `seeds` (URLs of some
+    /// of its nodes; the others are discovered). See [the cluster
+    /// protocol](self#redis-cluster).
+    pub fn cluster_builder<I, S>(seeds: I) -> RedisBackendBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_source(Source::Cluster(seeds.into_iter().map(Into::into).collect()))
+    }
+
+    /// A builder over an existing Redis Cluster connection (its own timeouts
+    /// and retry settings apply; the builder's timeouts still bound each call
+    /// as a whole).
+    pub fn from_cluster_connection(conn: ClusterConnection) -> RedisBackendBuilder {
+        Self::with_source(Source::ClusterConnection(conn))
+    }
+
     fn with_source(source: Source) -> RedisBackendBuilder {
         RedisBackendBuilder {
             source,
@@ -348,9 +412,33 @@ impl RedisBackend {
         }
     }
 
-    /// The connection this backend uses (a clone sharing it).
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// The single-node connection this backend uses (a clone sharing it), or
+    /// `None` for a cluster backend.
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        match &self.conn {
+            Conn::Single(c) => Some(c.clone()),
+            Conn::Cluster(_) => None,
+        }
+    }
+
+    /// The cluster connection this backend uses (a clone sharing it), or
+    /// `None` for a single-node backend.
+    pub fn cluster_connection(&self) -> Option<ClusterConnection> {
+        match &self.conn {
+            Conn::Cluster(c) => Some(c.clone()),
+            Conn::Single(_) => None,
+        }
+    }
+
+    /// Whether this backend talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    /// The single-node connection; a protocol error on a cluster backend
+    /// (never happens: cluster calls take their own path).
+    fn single(&self) -> Result<ConnectionManager, BackendError> {
+        self.connection().ok_or_else(|| BackendError::new(BackendErrorKind::Protocol, "not a single-node backend"))
     }
 
     /// The Redis key of the hash holding the entry stored under `key` (a key as
@@ -387,9 +475,19 @@ impl RedisBackend {
     }
 
     async fn load_scripts(&self) -> Result<(), BackendError> {
-        for script in [&*PUT, &*DELETE, &*UNREGISTER, &*INVALIDATE, &*DRAIN] {
-            let mut conn = self.conn.clone();
-            self.bounded(async move { script.load_async(&mut conn).await }, None).await?;
+        match &self.conn {
+            Conn::Single(conn) => {
+                for script in [&*PUT, &*DELETE, &*UNREGISTER, &*INVALIDATE, &*DRAIN] {
+                    let mut conn = conn.clone();
+                    self.bounded(async move { script.load_async(&mut conn).await }, None).await?;
+                }
+            }
+            Conn::Cluster(conn) => {
+                for script in cluster::scripts() {
+                    let mut conn = conn.clone();
+                    self.bounded(async move { script.load_async(&mut conn).await }, None).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -422,7 +520,7 @@ impl RedisBackend {
             inv.key(index.as_slice());
         }
         inv.arg(member);
-        let mut conn = self.conn.clone();
+        let Ok(mut conn) = self.single() else { return };
         let result = self.bounded(async { inv.invoke_async::<Value>(&mut conn).await }, None).await;
         if let Err(e) = result {
             // Harmless: the stray registration names an old generation and is
@@ -437,7 +535,7 @@ impl RedisBackend {
         let index = self.index_key(dep);
         let mut dropped = 0;
         loop {
-            let mut conn = self.conn.clone();
+            let mut conn = self.single()?;
             let mut inv = DRAIN.key(drain.as_str());
             inv.arg(self.chunk_size).arg(index.as_str());
             let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&drain)).await?;
@@ -457,8 +555,11 @@ impl RedisBackend {
 #[async_trait]
 impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Lookup, BackendError> {
+        let mut conn = match &self.conn {
+            Conn::Single(c) => c.clone(),
+            Conn::Cluster(c) => return self.cluster_get(c.clone(), key).await,
+        };
         let entry = self.entry_key(key);
-        let mut conn = self.conn.clone();
         if let Some(estimate) = self.clock.estimate() {
             // calibrated: a plain HGET, the ticket is a lower bound of the
             // server's time now
@@ -490,12 +591,24 @@ impl Backend for RedisBackend {
 
     async fn has(&self, key: &str) -> Result<bool, BackendError> {
         let entry = self.entry_key(key);
-        let mut conn = self.conn.clone();
         let cmd = redis::cmd("HEXISTS").arg(entry.as_str()).arg("v").clone();
-        self.bounded(async { cmd.query_async::<bool>(&mut conn).await }, Some(&entry)).await
+        match &self.conn {
+            Conn::Single(c) => {
+                let mut conn = c.clone();
+                self.bounded(async { cmd.query_async::<bool>(&mut conn).await }, Some(&entry)).await
+            }
+            Conn::Cluster(c) => {
+                let mut conn = c.clone();
+                self.bounded(async { cmd.query_async::<bool>(&mut conn).await }, Some(&entry)).await
+            }
+        }
     }
 
     async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, BackendError> {
+        let mut conn = match &self.conn {
+            Conn::Single(c) => c.clone(),
+            Conn::Cluster(_) => return self.cluster_put(req).await,
+        };
         let entry = self.entry_key(req.key);
         let indexes: Vec<String> = req.deps.iter().map(|d| self.index_key(d)).collect();
         let mut inv = PUT.key(entry.as_str());
@@ -518,7 +631,6 @@ impl Backend for RedisBackend {
             .arg(self.window_us.as_str())
             .arg(gen.as_str())
             .arg(req.deps.len());
-        let mut conn = self.conn.clone();
         let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&entry)).await?;
         let mut items = array(reply, &entry)?.into_iter();
         let status = match items.next() {
@@ -554,8 +666,11 @@ impl Backend for RedisBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<bool, BackendError> {
+        let mut conn = match &self.conn {
+            Conn::Single(c) => c.clone(),
+            Conn::Cluster(_) => return self.cluster_delete(key).await,
+        };
         let entry = self.entry_key(key);
-        let mut conn = self.conn.clone();
         let inv = DELETE.key(entry.as_str());
         let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&entry)).await?;
         let mut items = array(reply, &entry)?.into_iter();
@@ -577,6 +692,10 @@ impl Backend for RedisBackend {
         if deps.is_empty() {
             return Ok(0);
         }
+        let mut conn = match &self.conn {
+            Conn::Single(c) => c.clone(),
+            Conn::Cluster(_) => return self.cluster_invalidate(deps).await,
+        };
         let mut keys = Vec::with_capacity(deps.len() * 3);
         for dep in deps {
             keys.push(self.tombstone_key(dep));
@@ -589,7 +708,6 @@ impl Backend for RedisBackend {
         }
         inv.arg(self.window_ms.as_str()).arg(self.chunk_size);
         self.clock.reset();
-        let mut conn = self.conn.clone();
         let first = &keys[1];
         let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(first)).await?;
         let items = array(reply, first)?;
@@ -616,7 +734,10 @@ impl Backend for RedisBackend {
     }
 
     async fn ticket(&self) -> Result<Ticket, BackendError> {
-        let mut conn = self.conn.clone();
+        let mut conn = match &self.conn {
+            Conn::Single(c) => c.clone(),
+            Conn::Cluster(_) => return Ok(self.cluster_ticket()),
+        };
         let cmd = redis::cmd("TIME");
         let reply: Value = self.bounded(async { cmd.query_async(&mut conn).await }, None).await?;
         match reply {
