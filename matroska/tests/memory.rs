@@ -74,6 +74,23 @@ async fn hot_dependency_index_stays_bounded() {
     assert_eq!(backend.index_len(), 0);
 }
 
+/// A dependency with 100,000 dependents is invalidated completely, and an
+/// unrelated entry stays.
+#[tokio::test]
+async fn hundred_thousand_dependents() {
+    let backend = MemoryBackend::builder().max_entries(200_000).build();
+    let cache = Cache::new(backend.clone());
+    let hot = Dep::tag("hot");
+    for i in 0..100_000u32 {
+        cache.put(&format!("k{i}"), &i, [hot.clone()], Duration::from_secs(600)).await.unwrap();
+    }
+    cache.put("bystander", &1u32, [Dep::tag("other")], Duration::from_secs(600)).await.unwrap();
+    assert_eq!(cache.invalidate([hot]).await.unwrap(), 100_000);
+    assert_eq!(cache.get::<u32>("k99999").await.unwrap(), None);
+    assert_eq!(cache.get::<u32>("bystander").await.unwrap(), Some(1));
+    assert_eq!(backend.index_len(), 1);
+}
+
 #[tokio::test]
 async fn capacity_evicts_and_unregisters() {
     let backend = MemoryBackend::builder().max_entries(100).build();

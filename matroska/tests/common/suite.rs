@@ -221,6 +221,8 @@ pub async fn prefixes_isolate_caches(b: Arc<dyn Backend>) {
 
 pub async fn bad_input_is_a_typed_error(b: Arc<dyn Backend>) {
     let c = Cache::builder().shared_backend(Arc::clone(&b)).prefix("t").max_value_bytes(1024).build();
+    // a bystander that no bad input may disturb
+    c.put("bystander", &article(9, "x"), [Dep::tag("bystander")], TTL).await.unwrap();
     assert!(matches!(c.put("", &1, [Dep::tag("a")], TTL).await, Err(Error::InvalidKey { .. })));
     assert!(matches!(c.get::<u32>("").await, Err(Error::InvalidKey { .. })));
     assert!(matches!(c.put("k", &1, [Dep::tag("a")], Duration::ZERO).await, Err(Error::InvalidTtl { .. })));
@@ -240,6 +242,13 @@ pub async fn bad_input_is_a_typed_error(b: Arc<dyn Backend>) {
     let v = c.get_or_load("num", TTL, |_| async { Ok::<_, Error>(9u64) }).await.unwrap();
     assert_eq!(v, 9);
     assert_eq!(c.get::<u64>("num").await.unwrap(), Some(9));
+    // a key longer than the maximum
+    let small = Cache::builder().shared_backend(Arc::clone(&b)).prefix("t").max_key_bytes(16).build();
+    let err = small.put(&"k".repeat(17), &1, [Dep::tag("a")], TTL).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidKey { len: 17, .. }), "{err}");
+    // invalidating tags of failed puts drops only what was stored under them
+    c.invalidate([Dep::tag("a")]).await.unwrap();
+    assert_eq!(c.get::<Article>("bystander").await.unwrap(), Some(article(9, "x")));
 }
 
 pub async fn any_key_and_dependency_text(b: Arc<dyn Backend>) {
