@@ -4,12 +4,20 @@
 //! ```text
 //! cargo run --release --example redis_bench
 //! MATROSKA_REDIS_URL=redis://127.0.0.1:6379/ cargo run --release --example redis_bench
+//! cargo run --release --example redis_bench -- --cluster
+//! MATROSKA_REDIS_CLUSTER_URLS=redis://127.0.0.1:7000/ cargo run --release --example redis_bench -- --cluster
 //! ```
 //!
 //! Without `MATROSKA_REDIS_URL` it spawns `redis-server` (or
-//! `MATROSKA_REDIS_SERVER`) on a free loopback port with persistence off. It
-//! prints a table, then one line of ratios (matroska ops/s ÷ raw ops/s):
+//! `MATROSKA_REDIS_SERVER`) on a free loopback port with persistence off; with
+//! `--cluster` and without `MATROSKA_REDIS_CLUSTER_URLS` it spawns a cluster
+//! of three masters with one replica each (`redis-cli --cluster create`) and
+//! compares with raw GET/SET on a redis-rs cluster connection. It prints a
+//! table, then one line of ratios (matroska ops/s ÷ raw ops/s):
 //! `ratios: get/GET=… put/SET=… invalidate/SET=… concurrent_get/GET=… fanout10k_ms=…`.
+//! On a cluster it also measures the protocol's windows (see the Redis
+//! backend's docs): how long a put's registrations precede its write, and
+//! how often a put racing with invalidations of its dependency is refused.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -18,8 +26,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use matroska::{Cache, Dep, RedisBackend};
+use matroska::{Cache, Dep, Fetched, PutOutcome, RedisBackend};
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 
 const SERIAL_OPS: usize = 4_000;
 const CONCURRENT_OPS: usize = 32_000;
@@ -27,23 +36,111 @@ const TASKS: usize = 64;
 const ROUNDS: usize = 3;
 const TTL: Duration = Duration::from_secs(600);
 
-/// A spawned server, killed on drop.
+/// Spawned servers, killed on drop.
 struct Server {
-    child: Child,
+    children: Vec<Child>,
     dir: PathBuf,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Spawns three masters and three replicas and joins them into a cluster.
+fn spawn_cluster() -> Result<(Server, Vec<String>), String> {
+    let dir = std::env::temp_dir().join(format!("matroska-bench-cluster-{}", std::process::id()));
+    let binary = std::env::var_os("MATROSKA_REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
+    let cli = std::env::var_os("MATROSKA_REDIS_CLI").unwrap_or_else(|| "redis-cli".into());
+    let mut server = Server { children: Vec::new(), dir: dir.clone() };
+    let mut ports = Vec::new();
+    for i in 0..6 {
+        let (port, bus) = (free_port()?, free_port()?);
+        let node_dir = dir.join(i.to_string());
+        std::fs::create_dir_all(&node_dir).map_err(|e| format!("cannot create {node_dir:?}: {e}"))?;
+        let child = Command::new(&binary)
+            .args(["--port", &port.to_string(), "--cluster-port", &bus.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {binary:?}: {e}"))?;
+        server.children.push(child);
+        ports.push(port);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for port in &ports {
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not start within 5 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let out = Command::new(&cli)
+        .args(["--cluster", "create"])
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {cli:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout)));
+    }
+    // wait until every node sees the cluster as ok
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for port in &ports {
+        loop {
+            let info = Command::new(&cli)
+                .args(["-p", &port.to_string(), "cluster", "info"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node {port} not ok within 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok((server, ports.iter().map(|p| format!("redis://127.0.0.1:{p}/")).collect()))
+}
+
+/// A raw redis-rs connection of the kind the backend uses.
+#[derive(Clone)]
+enum Raw {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Raw {
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Raw::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Raw::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+}
+
 fn spawn_server() -> Result<(Server, String), String> {
-    let port =
-        TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("no free port: {e}"))?.port();
+    let port = free_port()?;
     let dir = std::env::temp_dir().join(format!("matroska-bench-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
     let binary = std::env::var_os("MATROSKA_REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
@@ -56,7 +153,7 @@ fn spawn_server() -> Result<(Server, String), String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run {binary:?}: {e}"))?;
-    let server = Server { child, dir };
+    let server = Server { children: vec![child], dir };
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -113,66 +210,85 @@ struct Row {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--cluster") {
-        eprintln!("error: --cluster is not yet supported: the Redis Cluster backend is a later step (see the issue tracker); run without --cluster for a single node");
-        std::process::exit(2);
-    }
-    if let Some(a) = args.iter().find(|a| a.starts_with('-')) {
+    let cluster = args.iter().any(|a| a == "--cluster");
+    if let Some(a) = args.iter().find(|a| a.starts_with('-') && *a != "--cluster") {
         eprintln!("error: unknown option {a:?} (options: --cluster)");
         std::process::exit(2);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    if let Err(e) = runtime.block_on(run()) {
+    if let Err(e) = runtime.block_on(run(cluster)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
 }
 
-async fn run() -> Result<(), String> {
-    let (_server, url) = match std::env::var("MATROSKA_REDIS_URL") {
-        Ok(url) if !url.is_empty() => (None, url),
-        _ => {
-            let (server, url) = spawn_server()?;
-            (Some(server), url)
-        }
-    };
-    println!("server: {url}");
-    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
-    let raw = ConnectionManager::new(client).await.map_err(|e| format!("cannot connect: {e}"))?;
+async fn run(cluster: bool) -> Result<(), String> {
     let namespace = format!("bench-{}", std::process::id());
-    let backend =
-        RedisBackend::builder(url.as_str()).namespace(namespace.as_str()).build().await.map_err(|e| e.to_string())?;
-    let cache = Cache::builder().backend(backend).prefix("b").build();
+    let (_server, raw, backend) = if cluster {
+        let (server, urls) = match std::env::var("MATROSKA_REDIS_CLUSTER_URLS") {
+            Ok(urls) if !urls.is_empty() => (None, urls.split(',').map(|u| u.trim().to_owned()).collect()),
+            _ => {
+                let (server, urls) = spawn_cluster()?;
+                (Some(server), urls)
+            }
+        };
+        println!("cluster: {}", urls.join(" "));
+        let client = redis::cluster::ClusterClient::new(urls.clone()).map_err(|e| e.to_string())?;
+        let raw = client.get_async_connection().await.map_err(|e| format!("cannot connect: {e}"))?;
+        let backend = RedisBackend::cluster_builder(urls)
+            .namespace(namespace.as_str())
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        (server, Raw::Cluster(raw), backend)
+    } else {
+        let (server, url) = match std::env::var("MATROSKA_REDIS_URL") {
+            Ok(url) if !url.is_empty() => (None, url),
+            _ => {
+                let (server, url) = spawn_server()?;
+                (Some(server), url)
+            }
+        };
+        println!("server: {url}");
+        let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+        let raw = ConnectionManager::new(client).await.map_err(|e| format!("cannot connect: {e}"))?;
+        let backend = RedisBackend::builder(url.as_str())
+            .namespace(namespace.as_str())
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        (server, Raw::Single(raw), backend)
+    };
+    let cache = Cache::builder().backend(backend.clone()).prefix("b").build();
 
     let value: String = "x".repeat(1024);
     let raw_key = format!("{namespace}:raw");
 
     // warm up both paths (connection, script cache)
     {
-        let mut c = raw.clone();
-        let _: () = redis::cmd("SET").arg(&raw_key).arg(&value).query_async(&mut c).await.map_err(|e| e.to_string())?;
+        let c = raw.clone();
+        let _: () = c.query(redis::cmd("SET").arg(&raw_key).arg(&value)).await.map_err(|e| e.to_string())?;
         cache
             .put("hit", &value, [Dep::id("article", 1), Dep::tag("articles"), Dep::id("author", 1)], TTL)
             .await
             .map_err(|e| e.to_string())?;
         for _ in 0..500 {
-            let _: Option<Vec<u8>> =
-                redis::cmd("GET").arg(&raw_key).query_async(&mut c).await.map_err(|e| e.to_string())?;
+            let _: Option<Vec<u8>> = c.query(redis::cmd("GET").arg(&raw_key)).await.map_err(|e| e.to_string())?;
             let _: Option<String> = cache.get("hit").await.map_err(|e| e.to_string())?;
         }
     }
 
-    let raw_get = |raw: &ConnectionManager, key: &str| {
-        let (mut c, key) = (raw.clone(), key.to_owned());
+    let raw_get = |raw: &Raw, key: &str| {
+        let (c, key) = (raw.clone(), key.to_owned());
         async move {
-            let v: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut c).await.expect("GET");
+            let v: Option<Vec<u8>> = c.query(redis::cmd("GET").arg(&key)).await.expect("GET");
             assert!(v.is_some());
         }
     };
-    let raw_set = |raw: &ConnectionManager, key: String, value: &str| {
-        let (mut c, value) = (raw.clone(), value.to_owned());
+    let raw_set = |raw: &Raw, key: String, value: &str| {
+        let (c, value) = (raw.clone(), value.to_owned());
         async move {
-            let _: () = redis::cmd("SET").arg(&key).arg(&value).query_async(&mut c).await.expect("SET");
+            let _: () = c.query(redis::cmd("SET").arg(&key).arg(&value)).await.expect("SET");
         }
     };
 
@@ -335,6 +451,90 @@ async fn run() -> Result<(), String> {
     line("matroska put, 3 deps (1 KB)", &put_m);
     line("matroska invalidate, 1 dep, 1 dependent", &inv_m);
     println!("{:<44} {:>14.1} ms", "matroska invalidate, 1 dep, 10,000 dependents", fanout_ms);
+    // the protocol's windows
+    println!();
+    let reload = {
+        // a reader that misses right after an invalidation returned must be
+        // able to store what it loads: how often is it refused?
+        let n = 1_000;
+        let mut refused = 0;
+        for i in 0..n {
+            let key = format!("w:{i}");
+            let dep = Dep::id("w", i as u64);
+            cache.invalidate([dep.clone()]).await.map_err(|e| e.to_string())?;
+            let Fetched::Miss(ticket) = cache.lookup::<String>(&key).await.map_err(|e| e.to_string())? else {
+                return Err("expected a miss".into());
+            };
+            let out = cache.put_with_ticket(&key, &value, [dep], TTL, ticket).await.map_err(|e| e.to_string())?;
+            if out == PutOutcome::Refused {
+                refused += 1;
+            }
+        }
+        refused as f64 / n as f64
+    };
+    println!("{:<44} {:>13.1} %", "reload right after an invalidation, refused", reload * 100.0);
+    let racing = {
+        // a reader whose miss precedes an invalidation must be refused; one
+        // that misses after it returned must not
+        let n = 1_000;
+        let (mut stale_refused, mut fresh_stored) = (0, 0);
+        for i in 0..n {
+            let key = format!("r:{i}");
+            let dep = Dep::id("r", i as u64);
+            let Fetched::Miss(before) = cache.lookup::<String>(&key).await.map_err(|e| e.to_string())? else {
+                return Err("expected a miss".into());
+            };
+            cache.invalidate([dep.clone()]).await.map_err(|e| e.to_string())?;
+            let out =
+                cache.put_with_ticket(&key, &value, [dep.clone()], TTL, before).await.map_err(|e| e.to_string())?;
+            if out == PutOutcome::Refused {
+                stale_refused += 1;
+            }
+            let Fetched::Miss(after) = cache.lookup::<String>(&key).await.map_err(|e| e.to_string())? else {
+                return Err("a refused put stored its value".into());
+            };
+            let out = cache.put_with_ticket(&key, &value, [dep], TTL, after).await.map_err(|e| e.to_string())?;
+            if out == PutOutcome::Stored {
+                fresh_stored += 1;
+            }
+        }
+        (stale_refused, fresh_stored, n)
+    };
+    println!(
+        "{:<44} {:>8}/{} refused, {}/{} fresh stored",
+        "stale put after an invalidation", racing.0, racing.2, racing.1, racing.2
+    );
+    if let Raw::Cluster(_) = raw {
+        // how long a write stays on a master alone: acknowledged writes a
+        // master crash can lose
+        let n = 2_000;
+        let key = format!("{namespace}:wait");
+        let start = Instant::now();
+        for _ in 0..n {
+            let _: () = raw.query(redis::cmd("SET").arg(&key).arg(&value)).await.map_err(|e| e.to_string())?;
+        }
+        let set_us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let start = Instant::now();
+        let mut acked = 0;
+        for _ in 0..n {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET").arg(&key).arg(&value).ignore().cmd("WAIT").arg(1).arg(100);
+            let r: Vec<i64> = match &raw {
+                Raw::Cluster(c) => pipe.query_async(&mut c.clone()).await.map_err(|e| e.to_string())?,
+                Raw::Single(c) => pipe.query_async(&mut c.clone()).await.map_err(|e| e.to_string())?,
+            };
+            acked += r.first().copied().unwrap_or(0);
+        }
+        let wait_us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "{:<44} {:>13.1} µs ({} of {} acknowledged by the replica)",
+            "replication lag (SET+WAIT 1 minus SET)",
+            wait_us - set_us,
+            acked,
+            n
+        );
+    }
+
     println!();
     println!(
         "ratios: get/GET={:.2} put/SET={:.2} invalidate/SET={:.2} concurrent_get/GET={:.2} fanout10k_ms={:.1}",

@@ -92,6 +92,26 @@ struct Node {
 }
 
 impl Node {
+    fn spawn(&mut self, server: &PathBuf) -> Result<(), String> {
+        let log = self.dir.path().join("redis.log");
+        let child = Command::new(server)
+            .args(["--port", &self.port.to_string(), "--cluster-port", &self.bus_port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {server:?}: {e}"))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
@@ -107,7 +127,8 @@ impl Node {
 /// A spawned cluster.
 pub struct RedisCluster {
     nodes: Vec<Node>,
-    watchdog: Option<Child>,
+    server: PathBuf,
+    watchdogs: Vec<Child>,
 }
 
 impl RedisCluster {
@@ -130,27 +151,14 @@ impl RedisCluster {
             .unwrap_or_else(|| PathBuf::from("redis-server"));
         let cli =
             std::env::var_os("MATROSKA_REDIS_CLI").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("redis-cli"));
-        let mut cluster = RedisCluster { nodes: Vec::new(), watchdog: None };
+        let mut cluster = RedisCluster { nodes: Vec::new(), server: server.clone(), watchdogs: Vec::new() };
         for _ in 0..NODES {
             let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
             let port = free_port().map_err(|e| format!("no free port: {e}"))?;
             let bus_port = free_port().map_err(|e| format!("no free port: {e}"))?;
-            let log = dir.path().join("redis.log");
-            let child = Command::new(&server)
-                .args(["--port", &port.to_string(), "--cluster-port", &bus_port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0"])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot run {server:?}: {e}"))?;
-            cluster.nodes.push(Node { child: Some(child), port, bus_port, dir });
+            let mut node = Node { child: None, port, bus_port, dir };
+            node.spawn(&server)?;
+            cluster.nodes.push(node);
         }
         cluster.spawn_watchdog();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -190,13 +198,15 @@ impl RedisCluster {
             std::process::id(),
             pids.join(" ")
         );
-        self.watchdog = Command::new("sh")
+        if let Ok(w) = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok();
+        {
+            self.watchdogs.push(w);
+        }
     }
 
     /// Waits until every live node reports `cluster_state:ok` and every live
@@ -242,6 +252,17 @@ impl RedisCluster {
         }
     }
 
+    /// Starts a killed node again (it rejoins, as a replica once its slots
+    /// have failed over).
+    pub fn restart(&mut self, port: u16) -> Result<(), String> {
+        let server = self.server.clone();
+        let node = self.nodes.iter_mut().find(|n| n.port == port).ok_or("no such node")?;
+        node.spawn(&server)?;
+        // a restarted node needs a watchdog of its own
+        self.spawn_watchdog();
+        Ok(())
+    }
+
     /// Every node's log, for failures.
     pub fn logs(&self) -> String {
         self.nodes.iter().map(|n| format!("--- node {} ---\n{}\n", n.port, n.log())).collect()
@@ -256,7 +277,7 @@ impl Drop for RedisCluster {
         for n in &mut self.nodes {
             n.kill();
         }
-        if let Some(mut w) = self.watchdog.take() {
+        for mut w in self.watchdogs.drain(..) {
             let _ = w.kill();
             let _ = w.wait();
         }

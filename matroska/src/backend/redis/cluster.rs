@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::{array, bulk, foreign, int, protocol, saturating_u64, RedisBackend, DELETE};
 use crate::backend::{Lookup, PutOutcome, PutRequest, Ticket};
-use crate::error::BackendError;
+use crate::error::{BackendError, BackendErrorKind};
 
 static REGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cluster/register.lua")));
 static WRITE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cluster/write.lua")));
@@ -98,6 +98,36 @@ impl RedisBackend {
         self.bounded(async { inv.invoke_async::<Value>(&mut conn).await }, Some(&name)).await
     }
 
+    /// [`run`](Self::run), then, with [`replica_acks`](super::RedisBackendBuilder::replica_acks),
+    /// waits until that many replicas of the key's master have every write
+    /// made so far on this connection.
+    async fn run_durable(&self, inv: &ScriptInvocation<'_>, key: &[u8]) -> Result<Value, BackendError> {
+        let reply = self.run(inv, key).await?;
+        self.durable(key).await?;
+        Ok(reply)
+    }
+
+    async fn durable(&self, key: &[u8]) -> Result<(), BackendError> {
+        if self.replica_acks == 0 {
+            return Ok(());
+        }
+        let Some(mut conn) = self.cluster() else { return Ok(()) };
+        let name = String::from_utf8_lossy(key);
+        let timeout_ms = saturating_u64(self.response_timeout.as_millis()).max(1);
+        // a keyed no-op routes the pipeline to the key's master
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(key).ignore().cmd("WAIT").arg(self.replica_acks).arg(timeout_ms);
+        let acks: Vec<i64> = self.bounded(async { pipe.query_async(&mut conn).await }, Some(&name)).await?;
+        match acks.first() {
+            Some(&n) if n >= i64::try_from(self.replica_acks).unwrap_or(i64::MAX) => Ok(()),
+            _ => Err(BackendError::new(
+                BackendErrorKind::Unavailable,
+                format!("the write was not acknowledged by {} replica(s) in time", self.replica_acks),
+            )
+            .with_key(name.as_ref())),
+        }
+    }
+
     pub(super) async fn cluster_get(&self, mut conn: ClusterConnection, key: &str) -> Result<Lookup, BackendError> {
         let entry = self.entry_key(key);
         // the ticket: before the request leaves, so before the miss
@@ -117,7 +147,7 @@ impl RedisBackend {
 
     pub(super) async fn cluster_put(&self, req: PutRequest<'_>) -> Result<PutOutcome, BackendError> {
         let entry = self.entry_key(req.key);
-        let Some(mut conn) = self.cluster() else { return Err(protocol(&entry, "not a cluster backend")) };
+        let Some(conn) = self.cluster() else { return Err(protocol(&entry, "not a cluster backend")) };
         let t0 = local_us();
         let window = self.window_us_n;
         let since = req.ticket.map(|t| t.value()).unwrap_or(t0);
@@ -142,7 +172,9 @@ impl RedisBackend {
             async move {
                 let first = group.first().map(|(k, _)| k.as_slice()).unwrap_or_default();
                 let reply = self.run(&inv, first).await?;
-                Ok::<_, BackendError>((reply, group))
+                let received = local_us();
+                self.durable(first).await?;
+                Ok::<_, BackendError>((reply, received, group))
             }
         });
         let probe = {
@@ -164,7 +196,7 @@ impl RedisBackend {
         for r in registered {
             match r {
                 Err(e) => failure = failure.or(Some(e)),
-                Ok((reply, group)) => {
+                Ok((reply, received, group)) => {
                     let first = String::from_utf8_lossy(group.first().map(|(k, _)| k.as_slice()).unwrap_or_default())
                         .into_owned();
                     let items = array(reply, &first)?;
@@ -178,15 +210,25 @@ impl RedisBackend {
                             };
                             failure = failure.or(Some(foreign(&name)));
                         }
-                        [now, youngest] => {
+                        [now, stones @ ..] if stones.len() == group.len() => {
                             done.push(group);
-                            let (now, youngest) = (int(now, &first)?, int(youngest, &first)?);
-                            if req.ticket.is_some() && youngest >= 0 {
-                                // the tombstone's age on that node's clock
-                                // vs. an upper bound of the time since the
-                                // ticket: refuse unless it predates the ticket
-                                let age = u64::try_from(now - youngest).unwrap_or(0);
-                                if age <= widen(replied.saturating_sub(since)) {
+                            let now = int(now, &first)?;
+                            // an upper bound of the time since the ticket
+                            let bound = widen(received.saturating_sub(since));
+                            for (stone, (_, key)) in stones.iter().zip(group) {
+                                let stone = int(stone, &first)?;
+                                if req.ticket.is_none() || stone < 0 {
+                                    continue;
+                                }
+                                // a tombstone this backend wrote and saw
+                                // written before the ticket was issued
+                                let own = self.own_tombstones.lock().ok().and_then(|m| m.get(key).copied());
+                                if own.is_some_and(|(at, seen)| i64::try_from(at) == Ok(stone) && seen <= since) {
+                                    continue;
+                                }
+                                // its age on that node's clock vs. the time
+                                // since the ticket: refuse unless older
+                                if u64::try_from(now - stone).unwrap_or(0) <= bound {
                                     refused = true;
                                 }
                             }
@@ -235,15 +277,11 @@ impl RedisBackend {
             .arg(deps_packed.as_slice())
             .arg(deadline_ms)
             .arg(expires_ms);
-        let reply: Result<Value, BackendError> =
-            self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&entry)).await;
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) => {
-                self.unregister_groups(member.as_bytes(), done).await;
-                return Err(e);
-            }
-        };
+        let reply = self.run_durable(&inv, entry.as_bytes()).await;
+        // On an error the write may still happen (redis-rs retries a call
+        // whose reply was lost, after a failover): the registrations stay, so
+        // that an invalidation finds that entry.
+        let reply = reply?;
         let mut items = array(reply, &entry)?.into_iter();
         match items.next().map(|v| int(&v, &entry)).transpose()? {
             Some(1) => {
@@ -304,14 +342,16 @@ impl RedisBackend {
                 }
                 inv.arg(self.window_ms.as_str()).arg(self.chunk_size);
                 let reply = self.run(&inv, &keys[1]).await?;
-                Ok::<_, BackendError>((reply, keys, group))
+                let received = local_us();
+                self.durable(&keys[1]).await?;
+                Ok::<_, BackendError>((reply, keys, group, received))
             }
         });
         // (member, the index it was read from)
         let mut members: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut drains = Vec::new();
         for r in join_all(collects).await {
-            let (reply, keys, group) = r?;
+            let (reply, keys, group, received) = r?;
             let first = String::from_utf8_lossy(&keys[1]).into_owned();
             let items = array(reply, &first)?;
             let dep_of = |j: &Value| -> Result<usize, BackendError> {
@@ -321,12 +361,14 @@ impl RedisBackend {
                 }
                 Ok(j - 1)
             };
-            match <[Value; 2]>::try_from(items) {
-                Ok([Value::Int(-1), Value::Int(i)]) => {
-                    let name = usize::try_from(i - 1).ok().and_then(|i| keys.get(i)).map(|k| k.as_slice());
-                    return Err(foreign(&String::from_utf8_lossy(name.unwrap_or(&keys[1]))));
-                }
-                Ok([taken, js]) => {
+            if let [Value::Int(-1), Value::Int(i)] = items.as_slice() {
+                let name = usize::try_from(i - 1).ok().and_then(|i| keys.get(i)).map(|k| k.as_slice());
+                return Err(foreign(&String::from_utf8_lossy(name.unwrap_or(&keys[1]))));
+            }
+            match <[Value; 3]>::try_from(items) {
+                Ok([taken, js, now]) => {
+                    let now = u64::try_from(int(&now, &first)?).unwrap_or(0);
+                    self.remember_tombstones(group.iter().map(|(_, dep)| self.tombstone_key(dep)), now, received);
                     for per_dep in array(taken, &first)? {
                         let mut items = array(per_dep, &first)?.into_iter();
                         let Some(j) = items.next() else { continue };
@@ -349,6 +391,20 @@ impl RedisBackend {
             dropped += self.drain_cluster(dep).await?;
         }
         Ok(dropped)
+    }
+
+    /// Remembers tombstones this backend wrote (time on their node, local
+    /// instant the reply arrived), so that its own reload right after its
+    /// invalidation is not refused. Bounded: forgotten in bulk at 10,000.
+    fn remember_tombstones(&self, keys: impl Iterator<Item = String>, at: u64, seen: u64) {
+        if let Ok(mut own) = self.own_tombstones.lock() {
+            if own.len() > 10_000 {
+                own.clear();
+            }
+            for k in keys {
+                own.insert(k, (at, seen));
+            }
+        }
     }
 
     /// Empties a dependency's drain key chunk by chunk.
@@ -411,7 +467,7 @@ impl RedisBackend {
                     inv.arg(gen.as_slice());
                 }
                 let first = chunk[0].0.clone();
-                calls.push(async move { (self.run(&inv, &first).await, first) });
+                calls.push(async move { (self.run_durable(&inv, &first).await, first) });
             }
         }
         let mut dropped = 0u64;

@@ -8,8 +8,9 @@
 -- dependency j (one slot)
 -- ARGV[1] tombstone window (ms)   ARGV[2] budget (members read inline)
 -- Returns {-1, i} KEYS[i] holds foreign data (nothing written), or
--- {{{j, member...}...}, {j...}}: the live members read per dependency j, and
--- the dependencies whose drain key must still be emptied.
+-- {{{j, member...}...}, {j...}, now}: the live members read per dependency
+-- j, the dependencies whose drain key must still be emptied, and the time
+-- written into the tombstones (us).
 local n = #KEYS / 3
 local cards = {}
 for j = 1, n do
@@ -61,4 +62,4 @@ for j = 1, n do
     drains[#drains + 1] = j
   end
 end
-return {taken, drains}
+return {taken, drains, tonumber(now)}
