@@ -461,7 +461,7 @@ async fn setup(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.execute(&schema.create_table_from_entity(category::Entity)).await?;
     db.execute(&schema.create_table_from_entity(article::Entity)).await?;
     for c in 1..=CATEGORIES {
-        category::ActiveModel { id: Set(c), name: Set(format!("category {c}")), ..Default::default() }
+        category::ActiveModel { id: Set(c), name: Set(format!("category {c}")) }
             .insert(db)
             .await?;
     }
