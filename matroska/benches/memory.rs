@@ -44,6 +44,28 @@ fn ops(c: &mut Criterion) {
         })
     });
 
+    // moka with a per-entry TTL (as every cache entry has one), the reference
+    // closest to what the memory backend asks of moka
+    struct Ttl;
+    impl moka::Expiry<String, Arc<Vec<u8>>> for Ttl {
+        fn expire_after_create(&self, _: &String, _: &Arc<Vec<u8>>, _: std::time::Instant) -> Option<Duration> {
+            Some(TTL)
+        }
+    }
+    let moka_ttl: moka::sync::Cache<String, Arc<Vec<u8>>> =
+        moka::sync::Cache::builder().max_capacity(100_000).expire_after(Ttl).build();
+    for i in 0..1000 {
+        moka_ttl.insert(format!("key:{i}"), bytes.clone());
+    }
+    g.bench_function("moka_ttl_get", |b| b.iter(|| black_box(moka_ttl.get("key:7"))));
+    let mut i = 0u64;
+    g.bench_function("moka_ttl_insert", |b| {
+        b.iter(|| {
+            i += 1;
+            moka_ttl.insert(format!("key:{}", i % 1000), bytes.clone());
+        })
+    });
+
     // matroska, through the typed Cache facade
     let cache = Cache::builder().backend(MemoryBackend::builder().max_entries(100_000).build()).build();
     rt.block_on(async {

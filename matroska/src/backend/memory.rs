@@ -36,7 +36,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type EvictedQueue = Arc<Mutex<Vec<(Arc<str>, u64)>>>;
 
 /// An entry's generation and dependencies.
-type Registration = (u64, Box<[Arc<str>]>);
+type Registration = (u64, Arc<[Arc<str>]>);
 
 use super::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
 use crate::clock::{Clock, SystemClock};
@@ -156,7 +156,7 @@ struct Inner {
 #[derive(Debug)]
 struct Entry {
     value: Bytes,
-    deps: Box<[Arc<str>]>,
+    deps: Arc<[Arc<str>]>,
     gen: u64,
     ttl: Duration,
     expires_at: Instant,
@@ -409,7 +409,7 @@ impl Backend for MemoryBackend {
             Some((k, (gen, deps))) => (k.clone(), Some((*gen, deps.clone()))),
             None => (Arc::from(req.key), None),
         };
-        let deps: Box<[Arc<str>]> = match &old {
+        let deps: Arc<[Arc<str>]> = match &old {
             Some((_, old_deps))
                 if old_deps.len() == req.deps.len() && old_deps.iter().zip(req.deps).all(|(a, b)| **a == **b) =>
             {
@@ -433,7 +433,10 @@ impl Backend for MemoryBackend {
         let gen = self.inner.next_gen.fetch_add(1, Ordering::Relaxed);
         let expires_at = now_instant + req.ttl;
         for dep in deps.iter() {
-            let members = index.reverse.entry(dep.clone()).or_default();
+            let members = match index.reverse.get_mut(dep) {
+                Some(m) => m,
+                None => index.reverse.entry(dep.clone()).or_default(),
+            };
             members.prune(now_instant);
             members.insert(key.clone(), gen, expires_at);
         }
