@@ -29,8 +29,17 @@
 //! # What is automatic
 //!
 //! With [`derive(CacheEntity)`](CacheEntity), these invalidate by themselves:
-//! `ActiveModel::insert`, `update`, `save` and `delete`, `Model::delete`, and
-//! the `ActiveModelEx` operations built on them (cascades included).
+//! `ActiveModel::insert`, `update`, `save` and `delete`, and `Model::delete`.
+//!
+//! The `ActiveModelEx` operations (the `ActiveModel::builder()` graph's
+//! `insert`, `update`, `save`, and `ModelEx::delete`, `Model::cascade_delete`)
+//! call those per-row methods, so cascaded children invalidate too, but only
+//! when run inside [`transaction`]: they open a transaction of their own, and
+//! outside [`transaction`] the first hook refuses it
+//! ([`Error::UnmanagedTransaction`], nothing is written). One part of them is
+//! never automatic: a delete removes many-to-many junction rows with
+//! `delete_many`, which runs no hook, so cached lists of the junction entity
+//! stay; follow it with [`bulk::invalidate_entity`] for the junction entity.
 //!
 //! | write | invalidates |
 //! |---|---|

@@ -12,7 +12,8 @@ use sea_orm::Value as SeaValue;
 /// [`Value::Null`]. With the `with-uuid` feature a UUID is its lowercase
 /// hyphenated string. Types without a dedicated mapping (dates, JSON,
 /// decimals, arrays) use their debug rendering prefixed with `~`, which is
-/// stable for a given SeaORM version and distinct for distinct values.
+/// stable for a given SeaORM version and distinct for distinct values of
+/// one type (a column has one type, so keys of a table never mix them).
 pub fn to_value(v: &SeaValue) -> Value {
     match v {
         SeaValue::Bool(Some(b)) => Value::Bool(*b),
