@@ -350,9 +350,25 @@ async fn server_killed_and_restarted_mid_workload() {
     assert_eq!(loaded, 42);
     assert!(started.elapsed() < Duration::from_secs(5), "errors come in time");
     assert!(cache.stats().backend_errors >= 4);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // the circuit breaker: while the server is down, operations fail at once
+    // (at most one probe per cool-down waits for a timeout) instead of each
+    // waiting up to connect + response timeout (0.5 s here, 100 s for 200)
+    let started = Instant::now();
+    for i in 0..200u32 {
+        let err = cache.get::<u32>("before").await.unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        let loaded: u32 = cache.get_or_load(&format!("l{i}"), TTL, |_| async move { Ok::<_, Error>(i) }).await.unwrap();
+        assert_eq!(loaded, i);
+    }
+    let err = cache.invalidate([Dep::tag("t")]).await.unwrap_err();
+    assert!(err.is_transient(), "an open circuit is an error, never a success: {err:?}");
+    let outage = started.elapsed();
+    eprintln!("200 gets + 200 get_or_load during the outage: {outage:?}");
+    assert!(outage < Duration::from_secs(3), "operations fail fast during an outage: {outage:?}");
 
     server.restart();
+    let restarted = Instant::now();
     // recovery without a new backend: the connection manager reconnects and
     // the scripts are reloaded
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -366,6 +382,7 @@ async fn server_killed_and_restarted_mid_workload() {
             Err(e) => panic!("no recovery after restart: {e:?}"),
         }
     }
+    eprintln!("recovered {:?} after the restart", restarted.elapsed());
     assert_eq!(cache.get::<u32>("after").await.unwrap(), Some(2));
     assert_eq!(cache.invalidate([Dep::tag("t")]).await.unwrap(), 1);
     assert_eq!(cache.get::<u32>("after").await.unwrap(), None);

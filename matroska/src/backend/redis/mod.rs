@@ -245,6 +245,20 @@
 //! * The connection manager reconnects in the background after a dropped
 //!   connection; scripts are reloaded after a restart. No restart of the
 //!   application is needed.
+//! * **Circuit breaker: fail fast while Redis is down.** Once a call fails
+//!   with `Unavailable` or `Timeout`, further calls fail at once with a
+//!   transient `Unavailable` error, without being sent, for the
+//!   [cool-down](RedisBackendBuilder::circuit_cool_down) (250 ms by
+//!   default). Then one call at a time is sent as a probe; when it gets an
+//!   answer the circuit closes, otherwise it stays open for another
+//!   cool-down. So during an outage reads cost nothing (`get_or_load` calls
+//!   the loader at once) instead of a timeout each, and the backend notices
+//!   the server's return within about a cool-down, by itself. The breaker
+//!   only decides whether to send; reconnecting stays the connection's job.
+//!   A call that failed fast was not sent: the operation returns the error,
+//!   never a success it did not have. On a cluster there is one circuit per
+//!   hash slot, so a failing master (or a slot moving during a failover)
+//!   stops only the calls to its slots.
 //! * `invalidate` returns an error unless every tombstone was written and every
 //!   dependent dropped; a timeout means it may have taken effect partly.
 //! * A key under the namespace holding another Redis type, or an unreadable
@@ -291,7 +305,10 @@ pub const DEFAULT_CHUNK_SIZE: usize = 1000;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default response timeout.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default cool-down of the [circuit breaker](self#behavior-on-failures).
+pub const DEFAULT_CIRCUIT_COOL_DOWN: Duration = Duration::from_millis(250);
 
+mod breaker;
 mod cluster;
 
 const DROP_MEMBER: &str = include_str!("drop_member.lua");
@@ -330,6 +347,7 @@ pub struct RedisBackendBuilder {
     window: Duration,
     chunk_size: usize,
     replica_acks: usize,
+    cool_down: Duration,
 }
 
 impl fmt::Debug for RedisBackendBuilder {
@@ -350,6 +368,7 @@ impl fmt::Debug for RedisBackendBuilder {
             .field("window", &self.window)
             .field("chunk_size", &self.chunk_size)
             .field("replica_acks", &self.replica_acks)
+            .field("cool_down", &self.cool_down)
             .finish()
     }
 }
@@ -404,6 +423,15 @@ impl RedisBackendBuilder {
     /// master is back as a replica).
     pub fn replica_acks(mut self, n: usize) -> Self {
         self.replica_acks = n;
+        self
+    }
+
+    /// How long operations fail at once after Redis was found unreachable
+    /// (default [`DEFAULT_CIRCUIT_COOL_DOWN`], 250 ms), before one call is let
+    /// through to probe whether it is back; `Duration::ZERO` disables the
+    /// breaker. See [the behavior on failures](self#behavior-on-failures).
+    pub fn circuit_cool_down(mut self, cool_down: Duration) -> Self {
+        self.cool_down = cool_down;
         self
     }
 
@@ -481,6 +509,7 @@ impl RedisBackendBuilder {
             own_tombstones: std::sync::Arc::default(),
             replica_acks: self.replica_acks,
             response_timeout: self.response_timeout,
+            breaker: std::sync::Arc::new(breaker::Breaker::new(self.cool_down)),
         };
         backend.load_scripts().await?;
         Ok(backend)
@@ -506,6 +535,8 @@ pub struct RedisBackend {
     response_timeout: Duration,
     /// Cluster only: tombstones this backend wrote, by key.
     own_tombstones: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>>,
+    /// Fails calls fast while Redis is unreachable.
+    breaker: std::sync::Arc<breaker::Breaker>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -560,6 +591,7 @@ impl RedisBackend {
             window: DEFAULT_TOMBSTONE_WINDOW,
             chunk_size: DEFAULT_CHUNK_SIZE,
             replica_acks: 0,
+            cool_down: DEFAULT_CIRCUIT_COOL_DOWN,
         }
     }
 
@@ -643,8 +675,37 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Runs one call within the operation timeout and maps its error.
+    /// Runs one call within the operation timeout and maps its error; fails
+    /// at once, without sending it, while the call's circuit is open (single
+    /// node: one circuit; cluster: one per slot of `key`, keyless calls pass).
     async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, RedisError>>,
+        key: Option<&str>,
+    ) -> Result<T, BackendError> {
+        let circuit = match (&self.conn, key) {
+            (Conn::Single(_), _) => Some(None),
+            (Conn::Cluster(_), Some(k)) => Some(Some(redis::cluster_routing::Slot::for_key(k))),
+            (Conn::Cluster(_), None) => None,
+        };
+        let Some(circuit) = circuit else {
+            return self.timed(call, key).await;
+        };
+        let permit = match self.breaker.admit(circuit) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(match key {
+                    Some(k) => e.with_key(k),
+                    None => e,
+                })
+            }
+        };
+        let outcome = self.timed(call, key).await;
+        permit.done(&outcome);
+        outcome
+    }
+
+    async fn timed<T>(
         &self,
         call: impl Future<Output = Result<T, RedisError>>,
         key: Option<&str>,
