@@ -99,8 +99,22 @@ impl Depth {
 /// name must then be a relation field of that type (a `HasOne`, `HasMany` or
 /// `BelongsTo` of a `ModelEx`, or a walkable field of a `#[derive(Walk)]` struct):
 ///
-/// ```ignore
-/// let d = depth!(article::ModelEx => { author: 1, comments: { author: 1 } });
+/// ```
+/// # include!("../doc/blog.rs");
+/// # fn main() {
+/// use matroska_seaorm::depth;
+///
+/// let d = depth!(article::ModelEx => { author: { articles: 1 } });
+/// assert_eq!(d, depth! { author: { articles: 1 } });
+/// # }
+/// ```
+///
+/// ```compile_fail
+/// # include!("../doc/blog.rs");
+/// # fn main() {
+/// // `article::ModelEx` has no field `comments`
+/// let d = matroska_seaorm::depth!(article::ModelEx => { comments: 1 });
+/// # }
 /// ```
 ///
 /// Levels other than `0` and `1` are a compile error.

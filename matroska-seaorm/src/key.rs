@@ -29,9 +29,15 @@ pub fn active_pk_dep<A: ActiveModelTrait>(am: &A) -> Option<Dep> {
 /// The primary-key dependency of the row of `E` with key `key` (a scalar,
 /// or a tuple for a composite key), equal to [`pk_dep`] of that row.
 ///
-/// ```ignore
-/// let dep = matroska_seaorm::pk_dep_of::<article::Entity>(7);
-/// let dep = matroska_seaorm::pk_dep_of::<article_tag::Entity>((7, 3));
+/// ```
+/// # include!("../doc/blog.rs");
+/// # fn main() {
+/// use matroska_seaorm::{pk_dep, pk_dep_of};
+///
+/// let dep = pk_dep_of::<article::Entity>(7);
+/// let dep = pk_dep_of::<article_tag::Entity>((7, 3));
+/// assert_eq!(dep, pk_dep(&article_tag::Model { article_id: 7, tag_id: 3 }));
+/// # }
 /// ```
 pub fn pk_dep_of<E: EntityTrait>(key: impl Into<<E::PrimaryKey as PrimaryKeyTrait>::ValueType>) -> Dep {
     let tuple = key.into().into_value_tuple();

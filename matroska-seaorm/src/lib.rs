@@ -2,28 +2,81 @@
 //! relation walks, scopes declared on entities, and automatic invalidation
 //! when rows are saved or deleted.
 //!
-//! ```ignore
+//! ```
+//! # mod author {
+//! #     use matroska_seaorm::CacheEntity;
+//! #     use sea_orm::entity::prelude::*;
+//! #     #[sea_orm::model]
+//! #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CacheEntity, serde::Serialize, serde::Deserialize)]
+//! #     #[sea_orm(table_name = "author")]
+//! #     pub struct Model {
+//! #         #[sea_orm(primary_key)]
+//! #         pub id: i32,
+//! #         pub name: String,
+//! #         #[sea_orm(has_many)]
+//! #         pub articles: HasMany<super::article::Entity>,
+//! #     }
+//! # }
 //! // on the entity, once
-//! #[sea_orm::model]
-//! #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CacheEntity)]
-//! #[sea_orm(table_name = "article")]
-//! #[matroska(scope(fields("published", "category_id")))]
-//! pub struct Model { #[sea_orm(primary_key)] pub id: i32, pub category_id: i32, pub published: bool, /* .. */ }
+//! mod article {
+//!     use matroska_seaorm::CacheEntity;
+//!     use sea_orm::entity::prelude::*;
 //!
-//! // at start-up
-//! matroska_seaorm::register(cache.clone());
+//!     #[sea_orm::model]
+//!     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CacheEntity, serde::Serialize, serde::Deserialize)]
+//!     #[sea_orm(table_name = "article")]
+//!     #[matroska(scope(fields("published", "category_id")))]
+//!     pub struct Model {
+//!         #[sea_orm(primary_key)]
+//!         pub id: i32,
+//!         pub title: String,
+//!         pub author_id: i32,
+//!         pub category_id: i32,
+//!         pub published: bool,
+//!         #[sea_orm(belongs_to, from = "author_id", to = "id")]
+//!         pub author: BelongsTo<super::author::Entity>,
+//!     }
+//! }
 //!
-//! // dependencies from what a query returned
-//! let articles = article::Entity::load().with(author::Entity).all(&db).await?;
-//! let deps = matroska_seaorm::dependencies(&articles, depth! { author: 1 })?;
+//! use std::time::Duration;
 //!
-//! // a list's dependencies
-//! let deps = matroska_seaorm::list_deps::<article::Entity>(params! { "published" => true, "category_id" => 2 })?;
+//! use matroska::{params, Cache, MemoryBackend};
+//! use matroska_seaorm::depth;
+//! use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityLoaderTrait};
 //!
-//! // every save and delete through an ActiveModel now invalidates the right entries
-//! let mut a: article::ActiveModel = art.into();
-//! a.category_id = Set(3);
-//! a.update(&db).await?; // drops pk(article, id) and the lists of categories 2 and 3
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let db = sea_orm::Database::connect("sqlite::memory:").await?;
+//! #   db.get_schema_builder().register(author::Entity).register(article::Entity).apply(&db).await?;
+//!     // at start-up
+//!     let cache = Cache::builder().backend(MemoryBackend::new()).build();
+//!     matroska_seaorm::register(cache.clone());
+//! #   let ann = author::ActiveModel { name: Set("Ann".into()), ..Default::default() }.insert(&db).await?;
+//! #   let art = article::ActiveModel {
+//! #       title: Set("ownership".into()),
+//! #       author_id: Set(ann.id),
+//! #       category_id: Set(2),
+//! #       published: Set(true),
+//! #       ..Default::default()
+//! #   }
+//! #   .insert(&db)
+//! #   .await?;
+//!
+//!     // dependencies from what a query returned (the rows and their authors)
+//!     let articles = article::Entity::load().with(author::Entity).all(&db).await?;
+//!     let mut deps = matroska_seaorm::dependencies(&articles, depth! { author: 1 })?;
+//!     // and from the list the query selects (published articles of category 2)
+//!     let list = params! { "published" => true, "category_id" => 2 };
+//!     deps.extend(matroska_seaorm::list_deps::<article::Entity>(list)?);
+//!     cache.put("category:2", &articles, deps, Duration::from_secs(600)).await?;
+//!
+//!     // every save and delete through an ActiveModel now invalidates the right entries
+//!     let mut a: article::ActiveModel = art.into();
+//!     a.category_id = Set(3);
+//!     a.update(&db).await?; // drops pk(article, id) and the lists of categories 2 and 3
+//!     assert!(!cache.has("category:2").await?);
+//!     Ok(())
+//! }
 //! ```
 //!
 //! # What is automatic

@@ -67,13 +67,24 @@ pub enum TransactionError<E> {
 ///   ([`UnmanagedTransactions`](crate::UnmanagedTransactions)).
 /// * Work spawned onto other tasks inside the callback is not collected.
 ///
-/// ```ignore
+/// ```
+/// # include!("../doc/blog.rs");
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let db = blog().await?;
+/// # let cache = matroska::Cache::builder().backend(matroska::MemoryBackend::new()).build();
+/// # matroska_seaorm::register(cache.clone());
+/// use sea_orm::{ActiveModelTrait, ActiveValue::Set, DbErr, EntityTrait};
+///
+/// let art = article::Entity::find_by_id(1).one(&db).await?.ok_or("no article 1")?;
 /// matroska_seaorm::transaction(&db, |txn| Box::pin(async move {
 ///     let mut a: article::ActiveModel = art.into();
-///     a.category_id = Set(2);
+///     a.category_id = Set(3);
 ///     a.update(txn).await?;
 ///     Ok::<_, DbErr>(())
 /// })).await?;
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// # Errors

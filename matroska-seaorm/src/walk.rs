@@ -77,10 +77,22 @@ pub trait Walk {
 /// following the relations `depth` names, plus the switch of every entity
 /// reached.
 ///
-/// ```ignore
+/// ```
+/// # include!("../doc/blog.rs");
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let db = blog().await?;
+/// # let cache = matroska::Cache::builder().backend(matroska::MemoryBackend::new()).build();
+/// # let ttl = std::time::Duration::from_secs(600);
+/// use matroska_seaorm::{depth, pk_dep_of};
+/// use sea_orm::EntityLoaderTrait;
+///
 /// let articles = article::Entity::load().with(author::Entity).all(&db).await?;
 /// let deps = matroska_seaorm::dependencies(&articles, depth! { author: 1 })?;
+/// assert!(deps.contains(&pk_dep_of::<article::Entity>(1)) && deps.contains(&pk_dep_of::<author::Entity>(1)));
 /// cache.put("home", &articles, deps, ttl).await?;
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// # Errors
