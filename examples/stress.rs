@@ -5,7 +5,10 @@
 //! ```text
 //! cargo run --release --example stress -- [options]
 //!   --database-url URL   sqlite::memory: (default) or postgres://...
-//!   --backend B          memory (default) | redis://host:port | spawn-redis
+//!   --backend B          memory (default) | redis://host:port | spawn-redis |
+//!                        cluster:redis://a,redis://b,... | spawn-cluster
+//!                        (spawn-*: a server or a 3-master cluster of the
+//!                        checker's own on loopback ports)
 //!   --writers N          concurrent writer tasks (default 8)
 //!   --readers N          concurrent reader tasks (default 32)
 //!   --ops N              total operations, reads and writes (default 100000)
@@ -14,7 +17,9 @@
 //!                        returned) to compare the cache with the database;
 //!                        the last is at the end (default 20)
 //!   --faults             with spawn-redis: kill the server after a third of the
-//!                        checkpoints and restart it after two thirds
+//!                        checkpoints and restart it after two thirds; with
+//!                        spawn-cluster: kill one master (its replica takes
+//!                        over) and restart it (it rejoins as a replica)
 //!   --no-protection      readers use get + unconditional put instead of
 //!                        get_or_load, writers skip the transaction helper:
 //!                        shows the stale entries stale-set protection prevents
@@ -42,6 +47,16 @@ use sea_orm::{
     DbBackend, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
 };
 use tokio::sync::Barrier;
+
+/// Spawned Redis servers of the test support code (the cluster support uses it).
+#[path = "../matroska/tests/common/redis_server.rs"]
+#[allow(dead_code, missing_docs, unreachable_pub)]
+mod redis_server;
+
+/// The spawned Redis Cluster of the test support code (3 masters, 3 replicas).
+#[path = "../matroska/tests/common/redis_cluster.rs"]
+#[allow(dead_code, missing_docs, unreachable_pub)]
+mod redis_cluster;
 
 mod category {
     use matroska_seaorm::CacheEntity;
@@ -131,8 +146,10 @@ fn parse() -> Result<Options, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    if o.faults && o.backend != "spawn-redis" {
-        return Err("--faults needs --backend spawn-redis (the checker must own the server it kills)".into());
+    if o.faults && o.backend != "spawn-redis" && o.backend != "spawn-cluster" {
+        return Err(
+            "--faults needs --backend spawn-redis or spawn-cluster (the checker must own the servers it kills)".into(),
+        );
     }
     if o.writers == 0 || o.readers == 0 {
         return Err("--writers and --readers must be at least 1".into());
@@ -461,9 +478,7 @@ async fn setup(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.execute(&schema.create_table_from_entity(category::Entity)).await?;
     db.execute(&schema.create_table_from_entity(article::Entity)).await?;
     for c in 1..=CATEGORIES {
-        category::ActiveModel { id: Set(c), name: Set(format!("category {c}")) }
-            .insert(db)
-            .await?;
+        category::ActiveModel { id: Set(c), name: Set(format!("category {c}")) }.insert(db).await?;
     }
     for i in 1..=SEED_ARTICLES {
         article::ActiveModel {
@@ -506,8 +521,28 @@ async fn check(cache: &Cache, db: &DatabaseConnection, max_id: u64) -> Result<(u
 
 async fn run(o: Options) -> Result<ExitCode, String> {
     let mut spawned = None;
+    let mut cluster: Option<redis_cluster::RedisCluster> = None;
+    let namespace = format!("stress{}", o.seed);
     let cache = match o.backend.as_str() {
         "memory" => Cache::builder().backend(MemoryBackend::new()).prefix("stress").build(),
+        b if b == "spawn-cluster" || b.starts_with("cluster:") => {
+            let seeds: Vec<String> = if b == "spawn-cluster" {
+                let c = redis_cluster::RedisCluster::start().ok_or("cannot start a Redis Cluster")?;
+                let urls = c.urls();
+                cluster = Some(c);
+                urls
+            } else {
+                b["cluster:".len()..].split(',').map(str::to_owned).collect()
+            };
+            let backend = RedisBackend::cluster_builder(seeds.clone())
+                .namespace(namespace)
+                .response_timeout(Duration::from_millis(500))
+                .connect_timeout(Duration::from_millis(500))
+                .build()
+                .await
+                .map_err(|e| format!("cannot connect to the cluster {seeds:?}: {e}"))?;
+            Cache::builder().backend(backend).prefix("stress").build()
+        }
         other => {
             let url = if other == "spawn-redis" {
                 let s = SpawnedRedis::start().map_err(|e| format!("cannot start redis-server: {e}"))?;
@@ -518,7 +553,7 @@ async fn run(o: Options) -> Result<ExitCode, String> {
                 other.to_owned()
             };
             let backend = RedisBackend::builder(url.clone())
-                .namespace(format!("stress{}", o.seed))
+                .namespace(namespace)
                 .response_timeout(Duration::from_millis(500))
                 .connect_timeout(Duration::from_millis(500))
                 .build()
@@ -607,6 +642,7 @@ async fn run(o: Options) -> Result<ExitCode, String> {
     }
 
     let (mut stale, mut checked) = (0, 0);
+    let mut killed = None;
     for epoch in 1..=epochs {
         arrive.wait().await;
         let (s, c) =
@@ -620,6 +656,19 @@ async fn run(o: Options) -> Result<ExitCode, String> {
             } else if epoch == 2 * epochs / 3 {
                 server.restart().map_err(|e| format!("cannot restart redis-server: {e}"))?;
                 eprintln!("fault: redis-server restarted after epoch {epoch}");
+            }
+        }
+        if let Some(c) = cluster.as_mut().filter(|_| o.faults) {
+            if epoch == epochs / 3 {
+                let port = *c.master_ports().first().ok_or("the cluster has no master")?;
+                c.kill(port);
+                killed = Some(port);
+                eprintln!("fault: cluster master on port {port} killed after epoch {epoch}");
+            } else if epoch == 2 * epochs / 3 {
+                if let Some(port) = killed.take() {
+                    c.restart(port)?;
+                    eprintln!("fault: node on port {port} restarted after epoch {epoch}");
+                }
             }
         }
         resume.wait().await;
