@@ -11,10 +11,17 @@
 //! Redis when `MATROSKA_REDIS_URL` is set): a list of 50 articles with their
 //! authors served by the query and served from the cache, and an update
 //! through an ActiveModel with automatic invalidation vs one without.
+//!
+//! Reads are measured in interleaved rounds (query, then each cache, then the
+//! parts of a hit) and reported as medians, so load from other processes
+//! weighs on every variant alike. A hit is split into the backend's `get`
+//! (for Redis the round trip, next to a plain `PING` as its floor) and
+//! decoding. `--current-thread` runs everything on one thread.
 
 use std::time::{Duration, Instant};
 
 use matroska::{params, Cache};
+use matroska_seaorm::depth;
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, Schema};
 use serde::{Deserialize, Serialize};
@@ -87,15 +94,23 @@ struct Item {
     views: i32,
 }
 
-async fn query(db: &DatabaseConnection) -> Result<Vec<Item>, DbErr> {
-    let rows = article::Entity::load()
+/// The published articles of category 1 with their authors.
+async fn rows(db: &DatabaseConnection) -> Result<Vec<article::ModelEx>, DbErr> {
+    article::Entity::load()
         .filter(article::Column::CategoryId.eq(1))
         .filter(article::Column::Published.eq(true))
         .with(author::Entity)
         .all(db)
-        .await?;
-    Ok(rows
-        .iter()
+        .await
+}
+
+/// The list as served: the query and the mapping to `Item`s.
+async fn query(db: &DatabaseConnection) -> Result<Vec<Item>, DbErr> {
+    Ok(items(&rows(db).await?))
+}
+
+fn items(rows: &[article::ModelEx]) -> Vec<Item> {
+    rows.iter()
         .map(|a| Item {
             id: a.id,
             title: a.title.clone(),
@@ -103,7 +118,7 @@ async fn query(db: &DatabaseConnection) -> Result<Vec<Item>, DbErr> {
             author: a.author.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
             views: a.views,
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Debug)]
@@ -111,6 +126,8 @@ async fn query(db: &DatabaseConnection) -> Result<Vec<Item>, DbErr> {
 enum BenchError {
     Db(DbErr),
     Cache(matroska::Error),
+    Redis(String),
+    Seaorm(matroska_seaorm::Error),
 }
 
 impl From<matroska::Error> for BenchError {
@@ -125,18 +142,22 @@ impl From<DbErr> for BenchError {
     }
 }
 
+/// The cached list's key.
+const KEY: &str = "benchlist";
+
 async fn cached(db: &DatabaseConnection, cache: &Cache) -> Result<Vec<Item>, BenchError> {
     cache
-        .get_or_load("bench:list", Duration::from_secs(600), |deps| async move {
-            let items = query(db).await?;
+        .get_or_load(KEY, Duration::from_secs(600), |deps| async move {
+            let rows = rows(db).await?;
+            // the list (which rows belong to it) and each row with its author
+            // (the names are embedded)
+            let list = params! { "published" => true, "category_id" => 1 };
+            deps.extend(matroska_seaorm::list_deps::<article::Entity>(list).map_err(BenchError::Seaorm)?);
             deps.extend(
-                matroska_seaorm::list_deps::<article::Entity>(params! { "published" => true, "category_id" => 1 })
-                    .map_err(|e| BenchError::Db(e.into_db_err()))?,
+                matroska_seaorm::dependencies(&rows, depth!(article::ModelEx => { author: 1 }))
+                    .map_err(BenchError::Seaorm)?,
             );
-            for i in &items {
-                deps.push(matroska_seaorm::pk_dep_of::<article::Entity>(i.id));
-            }
-            Ok::<_, BenchError>(items)
+            Ok::<_, BenchError>(items(&rows))
         })
         .await
 }
@@ -155,6 +176,143 @@ where
         f(i).await;
     }
     start.elapsed() / n
+}
+
+/// Rounds of the read measurements. Each round times every variant once, one
+/// after the other, so a change of load on the machine (other builds, the
+/// database, Redis) hits every variant alike; the report gives medians.
+const ROUNDS: usize = 15;
+
+/// The median of `v`.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// One cache's read measurements, per round (µs).
+#[derive(Default)]
+struct CacheReads {
+    /// `get_or_load` hits: what a caller pays.
+    hit: Vec<f64>,
+    /// The backend's `get` alone (for Redis: the round trip).
+    get: Vec<f64>,
+    /// `Cache::get`: the backend's `get` and decoding, no single-flight.
+    cache_get: Vec<f64>,
+    /// Speed-up of the hit over the query, in the same round.
+    ratio: Vec<f64>,
+}
+
+/// A cached list of 50 articles against the query, with where the time of a
+/// hit goes: the backend's `get`, decoding the value, and for Redis the floor
+/// of a plain `PING` on a connection of the bench's own.
+async fn reads(
+    label: &str,
+    db: &DatabaseConnection,
+    caches: &[(&str, Cache)],
+    redis_url: Option<&str>,
+) -> Result<(), BenchError> {
+    use matroska::{Codec, Lookup};
+
+    let mut stored = Vec::new();
+    for (name, cache) in caches {
+        cached(db, cache).await?;
+        let full = format!("{}:{}", cache.prefix(), KEY);
+        match cache.backend().get(&full).await.map_err(matroska::Error::Backend)? {
+            Lookup::Hit(bytes) => stored.push((full, bytes.len())),
+            Lookup::Miss(_) => return Err(BenchError::Redis(format!("{name}: backend key {full:?} not found"))),
+        }
+    }
+    let value = cached(db, &caches[0].1).await?;
+    let mut payload = Vec::new();
+    matroska::MessagePack.encode(&value, &mut payload).map_err(|e| BenchError::Redis(e.to_string()))?;
+    let mut ping_conn = match redis_url {
+        Some(url) => Some(
+            redis::Client::open(url)
+                .map_err(|e| BenchError::Redis(e.to_string()))?
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| BenchError::Redis(e.to_string()))?,
+        ),
+        None => None,
+    };
+
+    let (mut query_t, mut decode_t, mut ping_t) = (Vec::new(), Vec::new(), Vec::new());
+    let mut per_cache: Vec<CacheReads> = caches.iter().map(|_| CacheReads::default()).collect();
+    for _ in 0..ROUNDS {
+        let q = micros(
+            time(30, |_| async {
+                query(db).await.expect("query");
+            })
+            .await,
+        );
+        query_t.push(q);
+        for ((_, cache), (r, (full, _))) in caches.iter().zip(per_cache.iter_mut().zip(&stored)) {
+            let hit = micros(
+                time(300, |_| async {
+                    cached(db, cache).await.expect("cached");
+                })
+                .await,
+            );
+            r.hit.push(hit);
+            r.ratio.push(q / hit);
+            r.get.push(micros(
+                time(300, |_| async {
+                    cache.backend().get(full).await.expect("backend get");
+                })
+                .await,
+            ));
+            r.cache_get.push(micros(
+                time(300, |_| async {
+                    let v: Option<Vec<Item>> = cache.get(KEY).await.expect("cache get");
+                    std::hint::black_box(v);
+                })
+                .await,
+            ));
+        }
+        decode_t.push(micros(
+            time(300, |_| async {
+                let v: Vec<Item> = matroska::MessagePack.decode(&payload).expect("decode");
+                std::hint::black_box(v);
+            })
+            .await,
+        ));
+        if let Some(conn) = ping_conn.as_mut() {
+            ping_t.push(micros(
+                time(300, |_| {
+                    let mut c = conn.clone();
+                    async move {
+                        let _: String = redis::cmd("PING").query_async(&mut c).await.expect("PING");
+                    }
+                })
+                .await,
+            ));
+        }
+    }
+
+    let decode = median(&mut decode_t);
+    println!(
+        "{label}: list of 50 articles with authors, median of {ROUNDS} interleaved rounds \
+         (value {} B, decode {decode:.1}µs)",
+        payload.len()
+    );
+    println!("{label}:   query                  {:>8.1}µs", median(&mut query_t));
+    for ((name, _), (mut r, (_, size))) in caches.iter().zip(per_cache.into_iter().zip(&stored)) {
+        println!(
+            "{label}:   cached ({name:<6})        {:>8.1}µs  {:>5.1}x faster   (stored {size} B; backend get {:.1}µs, Cache::get {:.1}µs)",
+            median(&mut r.hit),
+            median(&mut r.ratio),
+            median(&mut r.get),
+            median(&mut r.cache_get),
+        );
+    }
+    if !ping_t.is_empty() {
+        println!("{label}:   plain redis-rs PING    {:>8.1}µs   (the round-trip floor)", median(&mut ping_t));
+    }
+    Ok(())
 }
 
 async fn setup(db: &DatabaseConnection) -> Result<(), DbErr> {
@@ -193,25 +351,15 @@ async fn setup(db: &DatabaseConnection) -> Result<(), DbErr> {
     Ok(())
 }
 
-async fn bench(label: &str, db: &DatabaseConnection, caches: &[(&str, Cache)]) -> Result<(), BenchError> {
+async fn bench(
+    label: &str,
+    db: &DatabaseConnection,
+    caches: &[(&str, Cache)],
+    redis_url: Option<&str>,
+) -> Result<(), BenchError> {
     setup(db).await?;
     assert_eq!(query(db).await?.len(), 50);
-    let q = time(300, |_| async {
-        query(db).await.expect("query");
-    })
-    .await;
-    println!("{label}: list of 50 articles with authors, query          {:>10.1?}", q);
-    for (name, cache) in caches {
-        let c = time(3000, |_| async {
-            cached(db, cache).await.expect("cached");
-        })
-        .await;
-        println!(
-            "{label}: list of 50 articles with authors, cached ({name:<6}) {:>10.1?}   {:>6.1}x faster",
-            c,
-            q.as_secs_f64() / c.as_secs_f64()
-        );
-    }
+    reads(label, db, caches, redis_url).await?;
     for (name, cache) in caches {
         matroska_seaorm::Registration::new(cache.clone())
             .scope(async {
@@ -269,17 +417,30 @@ async fn bench(label: &str, db: &DatabaseConnection, caches: &[(&str, Cache)]) -
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `--current-thread`: one thread for the bench, the Redis connection's
+    // driver and the database pool (no cross-thread wake-up per round trip)
+    let current = std::env::args().any(|a| a == "--current-thread");
+    let runtime = if current {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
+    println!("runtime: {}", if current { "current_thread" } else { "multi_thread" });
+    runtime.block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut caches = vec![("memory", Cache::builder().backend(matroska::MemoryBackend::new()).build())];
-    if let Some(url) = std::env::var("MATROSKA_REDIS_URL").ok().filter(|s| !s.is_empty()) {
+    let redis_url = std::env::var("MATROSKA_REDIS_URL").ok().filter(|s| !s.is_empty());
+    if let Some(url) = redis_url.clone() {
         let backend = matroska::RedisBackend::builder(url).build().await?;
         caches
             .push(("redis", Cache::builder().backend(backend).prefix(format!("bench-{}", std::process::id())).build()));
     }
     matroska_seaorm::register(caches[0].1.clone());
     let sqlite = Database::connect("sqlite::memory:").await?;
-    bench("sqlite", &sqlite, &caches).await.map_err(|e| format!("{e:?}"))?;
+    bench("sqlite", &sqlite, &caches, redis_url.as_deref()).await.map_err(|e| format!("{e:?}"))?;
 
     if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) {
         let admin = Database::connect(url.as_str()).await?;
@@ -292,7 +453,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (_, c) in &caches {
             c.invalidate([matroska_seaorm::entity_dep::<article::Entity>()]).await?;
         }
-        let result = bench("postgres", &pg, &caches).await;
+        let result = bench("postgres", &pg, &caches, redis_url.as_deref()).await;
         pg.close().await?;
         admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
         result.map_err(|e| format!("{e:?}"))?;
