@@ -284,6 +284,48 @@ async fn foreign_data_is_a_typed_error_naming_the_key() {
 }
 
 #[tokio::test]
+async fn tombstones_of_many_dependencies_are_checked_and_typed() {
+    let Some(t) = target() else { return };
+    let b = backend(&t).await;
+    let mut conn = b.connection().expect("a single-node backend");
+    let deps = ["d1", "d2", "d3", "d4"];
+
+    // a tombstone among several (read together) refuses a put with an older
+    // ticket, whichever dependency it is on
+    let ticket = b.ticket().await.unwrap();
+    b.invalidate(&["d3".into()]).await.unwrap();
+    assert_eq!(put(&b, "k", &deps, TTL, Some(ticket)).await, PutOutcome::Refused);
+    let fresh = b.ticket().await.unwrap();
+    assert_eq!(put(&b, "k", &deps, TTL, Some(fresh)).await, PutOutcome::Stored);
+
+    // a hash where a tombstone should be: ForeignData naming it, nothing written
+    let tomb = b.tombstone_key("d4");
+    let _: i64 = query(&mut conn, redis::cmd("HSET").arg(&tomb).arg("f").arg("x")).await;
+    let err = b
+        .put(PutRequest {
+            key: "other",
+            value: Bytes::from_static(b"v"),
+            deps: &deps.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            ttl: TTL,
+            ticket: Some(b.ticket().await.unwrap()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::ForeignData);
+    assert_eq!(err.key(), Some(tomb.as_str()));
+    assert!(!exists(&b, &b.entry_key("other")).await);
+    assert_eq!(members(&b, &b.index_key("d1")).await.len(), 1, "nothing registered");
+
+    // an entry reached through two invalidated dependencies counts once and
+    // leaves its other indexes (batched removal)
+    store(&b, "k2", &["d1", "d3"], TTL).await;
+    assert_eq!(b.invalidate(&["d1".into(), "d2".into()]).await.unwrap(), 2);
+    assert!(!exists(&b, &b.entry_key("k")).await);
+    assert!(!exists(&b, &b.entry_key("k2")).await);
+    assert!(!exists(&b, &b.index_key("d3")).await, "{:?}", members(&b, &b.index_key("d3")).await);
+}
+
+#[tokio::test]
 async fn huge_keys_and_dependencies_with_braces() {
     let Some(t) = target() else { return };
     let b = builder(&t).namespace("n{s}").build().await.unwrap();

@@ -27,7 +27,7 @@ for j = 1, n do
 end
 
 local budget = tonumber(ARGV[2])
-local dropped = 0
+local b = new_batch()
 local reply = {0}
 for j = 1, n do
   local index, drain = KEYS[3 * j - 1], KEYS[3 * j]
@@ -44,10 +44,10 @@ for j = 1, n do
     draining = true
   elseif card > 0 then
     local members = redis.call('ZRANGE', index, 0, -1)
-    redis.call('DEL', index)
+    redis.call('UNLINK', index)
     local only = cmsgpack.pack({index})
     for _, m in ipairs(members) do
-      dropped = dropped + drop_member(m, index, only)
+      drop_member(b, m, index, only)
     end
     budget = budget - card
   end
@@ -55,5 +55,6 @@ for j = 1, n do
     reply[#reply + 1] = j
   end
 end
-reply[1] = dropped
+flush(b)
+reply[1] = b.dropped
 return reply

@@ -81,7 +81,18 @@
 //!   prunes each index of expired members; reads the previous generation and
 //!   its dependencies from the entry, unregisters it from the indexes it shares
 //!   with the new put, writes the entry, registers the new generation and sets
-//!   each index's expiry to its latest member's. The previous generation's
+//!   each index's expiry to its latest member's. About 4 + 3 per dependency
+//!   Redis calls inside the script: tombstones are read with one `MGET` (plus
+//!   an `EXISTS` that detects a tombstone key of another type, which `MGET`
+//!   would read as absent); the prune (`ZREMRANGEBYSCORE`) doubles as the
+//!   type check of its index; and since pruning removes only expired members,
+//!   an index's expiry is raised with `PEXPIREAT … GT` (`NX` for a new index)
+//!   instead of reading its latest member, except in an index from which the
+//!   put removed the entry's previous generation. `GT`/`NX` need Redis 7.0
+//!   or later (or Valkey). An index may outlive its live members when a
+//!   `delete` or an invalidation of another dependency removed its latest
+//!   member; the dead members it then holds are pruned on its next touch or
+//!   expire with it. The previous generation's
 //!   *other* indexes are not declared keys, so the script returns them and the
 //!   client removes that generation from them in a second call
 //!   (`unregister.lua`), only when the dependencies changed. If that call
@@ -92,7 +103,8 @@
 //!   every tombstone (value: server time, expiry: the window) *before* dropping
 //!   anything, then, for indexes whose members fit in the chunk budget, drops
 //!   each member whose entry still has that generation and removes it from the
-//!   entry's other indexes. A larger index is renamed to its drain key (merged
+//!   entry's other indexes (one `HMGET` per member; the removals are batched:
+//!   one `UNLINK` per 256 entries, one `ZREM` per other index). A larger index is renamed to its drain key (merged
 //!   into it if a drain is already pending) and emptied one chunk per call
 //!   (`drain.lua`); puts racing with the drain are refused by the tombstone
 //!   already written, and new registrations go to a fresh index. An

@@ -21,11 +21,32 @@ if ARGV[3] ~= '' then
   if now_us - ticket > tonumber(ARGV[4]) then
     return {0}
   end
-  for i = n + 2, 2 * n + 1 do
-    local ok, stone = pcall(redis.call, 'GET', KEYS[i])
-    if not ok then
-      return {-1, i}
+  -- MGET reads every tombstone in one call but answers nil for a key of
+  -- another type; EXISTS counts those too, so a mismatch means foreign data
+  -- (then one GET per key finds which). Fewer than 3: one GET each.
+  local stones, foreign = nil, false
+  if n >= 3 then
+    stones = redis.call('MGET', unpack(KEYS, n + 2, 2 * n + 1))
+    local found = 0
+    for i = 1, n do
+      if stones[i] then
+        found = found + 1
+      end
     end
+    foreign = redis.call('EXISTS', unpack(KEYS, n + 2, 2 * n + 1)) ~= found
+  end
+  if stones == nil or foreign then
+    stones = {}
+    for i = n + 2, 2 * n + 1 do
+      local ok, stone = pcall(redis.call, 'GET', KEYS[i])
+      if not ok then
+        return {-1, i}
+      end
+      stones[i - n - 1] = stone
+    end
+  end
+  for i = 1, n do
+    local stone = stones[i]
     if stone then
       local at = tonumber(stone)
       -- an unreadable tombstone refuses, to be safe
@@ -56,6 +77,7 @@ for i = 2, n + 1 do
 end
 
 local reply = {1}
+local rescored = {}
 if old[1] then
   local old_member = old[1] .. KEYS[1]
   local okd, old_deps = false, nil
@@ -66,6 +88,7 @@ if old[1] then
     for _, dep in ipairs(old_deps) do
       if covered[dep] then
         redis.call('ZREM', dep, old_member)
+        rescored[dep] = true
       else
         reply[#reply + 1] = dep
       end
@@ -83,7 +106,15 @@ local expires = string.format('%.0f', now_ms + tonumber(ARGV[2]))
 local member = ARGV[5] .. KEYS[1]
 for i = 2, n + 1 do
   redis.call('ZADD', KEYS[i], expires, member)
-  local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', KEYS[i], last[2])
+  if rescored[KEYS[i]] then
+    -- this put removed a member here (maybe the latest): recompute
+    local last = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', KEYS[i], last[2])
+  elseif redis.call('PEXPIREAT', KEYS[i], expires, 'GT') == 0 then
+    -- not later than the current expiry, or a new index without one (only
+    -- expired members were removed, so the latest member is the later of
+    -- the two)
+    redis.call('PEXPIREAT', KEYS[i], expires, 'NX')
+  end
 end
 return reply
