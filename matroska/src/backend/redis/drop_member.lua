@@ -17,8 +17,9 @@ end
 -- no other index, which needs no unpacking.
 local function drop_member(b, member, skip, skip_only)
   local key = string.sub(member, 17)
-  local ok, e = pcall(redis.call, 'HMGET', key, 'g', 'd')
-  if not ok or e[1] ~= string.sub(member, 1, 16) then
+  -- redis.pcall: a key of another type gives an error table, skipped
+  local e = redis.pcall('HMGET', key, 'g', 'd')
+  if e.err or e[1] ~= string.sub(member, 1, 16) then
     return
   end
   b.unlink[#b.unlink + 1] = key

@@ -58,13 +58,14 @@ if ARGV[3] ~= '' then
 end
 
 -- Reads and type checks come before the first write.
-local ok, old = pcall(redis.call, 'HMGET', KEYS[1], 'g', 'd')
-if not ok then
+-- (redis.pcall answers a wrong-type error as a table with `err`)
+local old = redis.pcall('HMGET', KEYS[1], 'g', 'd')
+if old.err then
   return {-1, 1}
 end
+local cutoff = string.format('%.0f', now_ms)
 for i = 2, n + 1 do
-  local okz = pcall(redis.call, 'ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now_ms))
-  if not okz then
+  if type(redis.pcall('ZREMRANGEBYSCORE', KEYS[i], '-inf', cutoff)) == 'table' then
     return {-1, i}
   end
 end
