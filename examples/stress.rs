@@ -34,7 +34,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +48,7 @@ use sea_orm::{
 };
 use tokio::sync::Barrier;
 
-/// Spawned Redis servers of the test support code (the cluster support uses it).
+/// Spawned Redis servers of the test support code, restartable on the same port.
 #[path = "../matroska/tests/common/redis_server.rs"]
 #[allow(dead_code, missing_docs, unreachable_pub)]
 mod redis_server;
@@ -155,58 +155,6 @@ fn parse() -> Result<Options, String> {
         return Err("--writers and --readers must be at least 1".into());
     }
     Ok(o)
-}
-
-/// A redis-server owned by the checker, restartable on the same port.
-struct SpawnedRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl SpawnedRedis {
-    fn start() -> std::io::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut s = SpawnedRedis { port, dir: tempfile::tempdir()?, child: None };
-        s.restart()?;
-        Ok(s)
-    }
-
-    fn restart(&mut self) -> std::io::Result<()> {
-        let bin = std::env::var("MATROSKA_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(bin)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Err(std::io::Error::other("redis-server did not start"))
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for SpawnedRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 #[derive(Default)]
@@ -545,7 +493,7 @@ async fn run(o: Options) -> Result<ExitCode, String> {
         }
         other => {
             let url = if other == "spawn-redis" {
-                let s = SpawnedRedis::start().map_err(|e| format!("cannot start redis-server: {e}"))?;
+                let s = redis_server::RedisServer::start().ok_or("cannot start redis-server")?;
                 let url = s.url();
                 spawned = Some(s);
                 url
@@ -651,10 +599,10 @@ async fn run(o: Options) -> Result<ExitCode, String> {
         checked += c;
         if let Some(server) = spawned.as_mut().filter(|_| o.faults) {
             if epoch == epochs / 3 {
-                server.kill();
+                server.stop();
                 eprintln!("fault: redis-server killed after epoch {epoch}");
             } else if epoch == 2 * epochs / 3 {
-                server.restart().map_err(|e| format!("cannot restart redis-server: {e}"))?;
+                server.restart();
                 eprintln!("fault: redis-server restarted after epoch {epoch}");
             }
         }
