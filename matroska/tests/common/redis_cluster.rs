@@ -31,17 +31,9 @@ use matroska::{Backend, BackendError, Lookup, PutOutcome, PutRequest, RedisBacke
 /// Nodes in a spawned cluster: three masters, three replicas.
 pub const NODES: usize = 6;
 
-fn required() -> bool {
-    std::env::var("MATROSKA_REQUIRE_REDIS").is_ok_and(|v| v == "1")
-}
-
 /// Skips (returns `None` after printing why) or fails, as the environment asks.
 fn unavailable<T>(why: String) -> Option<T> {
-    if required() {
-        panic!("MATROSKA_REQUIRE_REDIS=1 but Redis Cluster is unavailable: {why}");
-    }
-    eprintln!("skipping Redis Cluster test: {why} (set MATROSKA_REDIS_SERVER or MATROSKA_REDIS_CLUSTER_URLS)");
-    None
+    crate::redis_server::skip_or_fail("Redis Cluster", why, "MATROSKA_REDIS_SERVER or MATROSKA_REDIS_CLUSTER_URLS")
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -33,17 +33,23 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
-fn required() -> bool {
+/// Whether `MATROSKA_REQUIRE_REDIS=1` turns a skip into a failure.
+pub fn required() -> bool {
     std::env::var("MATROSKA_REQUIRE_REDIS").is_ok_and(|v| v == "1")
 }
 
-/// Skips (returns `None` after printing why) or fails, as the environment asks.
-fn unavailable<T>(why: String) -> Option<T> {
+/// Skips (returns `None` after printing why) or fails, as the environment
+/// asks. `what` names the missing service, `hint` the variables to set.
+pub fn skip_or_fail<T>(what: &str, why: String, hint: &str) -> Option<T> {
     if required() {
-        panic!("MATROSKA_REQUIRE_REDIS=1 but Redis is unavailable: {why}");
+        panic!("MATROSKA_REQUIRE_REDIS=1 but {what} is unavailable: {why}");
     }
-    eprintln!("skipping Redis test: {why} (set MATROSKA_REDIS_SERVER or MATROSKA_REDIS_URL)");
+    eprintln!("skipping {what} test: {why} (set {hint})");
     None
+}
+
+fn unavailable<T>(why: String) -> Option<T> {
+    skip_or_fail("Redis", why, "MATROSKA_REDIS_SERVER or MATROSKA_REDIS_URL")
 }
 
 fn free_port() -> std::io::Result<u16> {
