@@ -591,8 +591,16 @@ async fn run(o: Options) -> Result<ExitCode, String> {
 
     let (mut stale, mut checked) = (0, 0);
     let mut killed = None;
+    let started = std::time::Instant::now();
     for epoch in 1..=epochs {
         arrive.wait().await;
+        if o.faults {
+            eprintln!(
+                "checkpoint {epoch}: {:.1?} since start, {} errors so far",
+                started.elapsed(),
+                counters.errors.load(Ordering::Relaxed)
+            );
+        }
         let (s, c) =
             check(&cache, &db, max_id.load(Ordering::Relaxed)).await.map_err(|e| format!("check failed: {e}"))?;
         stale += s;

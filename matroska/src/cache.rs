@@ -35,7 +35,12 @@ pub struct CacheBuilder<C: Codec = MessagePack> {
     max_ttl: Duration,
     max_value_bytes: usize,
     max_key_bytes: usize,
+    max_pending: usize,
 }
+
+/// The default bound on invalidations kept for retry after transient
+/// failures: 100,000 dependencies.
+pub const DEFAULT_MAX_PENDING_INVALIDATIONS: usize = 100_000;
 
 impl<C: Codec> fmt::Debug for CacheBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -73,6 +78,7 @@ impl<C: Codec> CacheBuilder<C> {
             max_ttl: self.max_ttl,
             max_value_bytes: self.max_value_bytes,
             max_key_bytes: self.max_key_bytes,
+            max_pending: self.max_pending,
         }
     }
 
@@ -96,6 +102,16 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
+    /// How many dependencies whose invalidation failed with a transient
+    /// error are kept for retry (default
+    /// [`DEFAULT_MAX_PENDING_INVALIDATIONS`]). Beyond it, further failed
+    /// invalidations are only reported to their caller (and traced as
+    /// errors): entries depending on them may stay until they expire.
+    pub fn max_pending_invalidations(mut self, n: usize) -> Self {
+        self.max_pending = n;
+        self
+    }
+
     /// Builds the cache.
     pub fn build(self) -> Cache<C> {
         let backend = self.backend.unwrap_or_else(|| Arc::new(MemoryBackend::new()));
@@ -110,6 +126,8 @@ impl<C: Codec> CacheBuilder<C> {
                 prefix: self.prefix,
                 flights: Mutex::new(HashMap::new()),
                 stats: Counters::default(),
+                pending: Mutex::new(Pending::default()),
+                max_pending: self.max_pending,
             }),
         }
     }
@@ -149,6 +167,17 @@ struct Inner<C> {
     max_key_bytes: usize,
     flights: Mutex<HashMap<String, Arc<watch::Sender<Flight>>>>,
     stats: Counters,
+    pending: Mutex<Pending>,
+    max_pending: usize,
+}
+
+/// Invalidations that failed with a transient error (backend keys), applied
+/// again with the next invalidation and by a background retry until they
+/// succeed.
+#[derive(Default)]
+struct Pending {
+    deps: std::collections::BTreeSet<String>,
+    retrying: bool,
 }
 
 /// The state of one in-flight load, shared with the tasks waiting for it.
@@ -287,6 +316,7 @@ impl Cache<MessagePack> {
             max_ttl: DEFAULT_MAX_TTL,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,
         }
     }
 
@@ -543,6 +573,14 @@ impl<C: Codec> Cache<C> {
     /// makes puts of data loaded before this call fail. Returns the number of
     /// entries dropped.
     ///
+    /// If the backend fails with a transient error (unreachable, timed out),
+    /// the call returns that error and the dependencies are kept (bounded by
+    /// [`CacheBuilder::max_pending_invalidations`]): they are invalidated
+    /// again with the next `invalidate` and by a background task (on the
+    /// tokio runtime the call ran on) until that succeeds, so an
+    /// invalidation that failed during an outage still takes effect once the
+    /// backend is back.
+    ///
     /// # Errors
     /// [`Error::Backend`]: the invalidation may not have taken full effect;
     /// it never reports success it did not have.
@@ -555,14 +593,62 @@ impl<C: Codec> Cache<C> {
         if deps.is_empty() {
             return Ok(0);
         }
-        let backend_deps = self.backend_deps(&deps);
-        let span = tracing::debug_span!("matroska.invalidate", deps = deps.len());
-        let dropped =
-            self.inner.backend.invalidate(&backend_deps).instrument(span).await.map_err(|e| self.backend_error(e))?;
-        bump(&self.inner.stats.invalidations);
-        self.inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
-        debug!(deps = deps.len(), dropped, "invalidated");
-        Ok(dropped)
+        let mut backend_deps = self.backend_deps(&deps);
+        // earlier invalidations that failed travel with this one
+        let retried: Vec<String> = lock(&self.inner.pending).deps.iter().cloned().collect();
+        backend_deps.extend(retried.iter().cloned());
+        backend_deps.sort_unstable();
+        backend_deps.dedup();
+        let span = tracing::debug_span!("matroska.invalidate", deps = deps.len(), retried = retried.len());
+        match self.inner.backend.invalidate(&backend_deps).instrument(span).await {
+            Ok(dropped) => {
+                if !retried.is_empty() {
+                    let mut pending = lock(&self.inner.pending);
+                    for d in &retried {
+                        pending.deps.remove(d);
+                    }
+                }
+                bump(&self.inner.stats.invalidations);
+                self.inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
+                debug!(deps = deps.len(), dropped, "invalidated");
+                Ok(dropped)
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    self.keep_for_retry(backend_deps);
+                }
+                Err(self.backend_error(e))
+            }
+        }
+    }
+
+    /// Keeps dependencies whose invalidation failed transiently, and starts the
+    /// background retry if none runs (and a tokio runtime is at hand).
+    fn keep_for_retry(&self, deps: Vec<String>) {
+        let mut pending = lock(&self.inner.pending);
+        for d in deps {
+            if pending.deps.len() >= self.inner.max_pending {
+                tracing::error!(
+                    max = self.inner.max_pending,
+                    "too many failed invalidations pending; not keeping more for retry"
+                );
+                break;
+            }
+            pending.deps.insert(d);
+        }
+        if pending.retrying || pending.deps.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        pending.retrying = true;
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(retry_pending(weak));
+    }
+
+    /// The number of dependencies whose invalidation failed with a transient
+    /// error and is waiting to be retried.
+    pub fn pending_invalidations(&self) -> usize {
+        lock(&self.inner.pending).deps.len()
     }
 
     /// Returns the cached value, or runs `load`, stores its result with the
@@ -709,6 +795,39 @@ impl<C: Codec> Cache<C> {
         }
         guard.finish(Flight::Done(bytes));
         Ok(value)
+    }
+}
+
+/// Retries pending invalidations with backoff (50 ms doubling to 2 s) until
+/// none is left or the cache is dropped.
+async fn retry_pending<C: Codec>(cache: std::sync::Weak<Inner<C>>) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        tokio::time::sleep(delay).await;
+        let Some(inner) = cache.upgrade() else { return };
+        let batch: Vec<String> = {
+            let mut pending = lock(&inner.pending);
+            if pending.deps.is_empty() {
+                pending.retrying = false;
+                return;
+            }
+            pending.deps.iter().cloned().collect()
+        };
+        match inner.backend.invalidate(&batch).await {
+            Ok(dropped) => {
+                let mut pending = lock(&inner.pending);
+                for d in &batch {
+                    pending.deps.remove(d);
+                }
+                inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
+                debug!(deps = batch.len(), dropped, "failed invalidations applied on retry");
+                delay = Duration::from_millis(50);
+            }
+            Err(e) => {
+                debug!(error = %e, deps = batch.len(), "retrying failed invalidations later");
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 

@@ -60,7 +60,8 @@ pub use backend::memory::MemoryBackend;
 pub use backend::redis::RedisBackend;
 pub use backend::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
 pub use cache::{
-    Cache, CacheBuilder, Deps, Fetched, Stats, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES,
+    Cache, CacheBuilder, Deps, Fetched, Stats, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_PENDING_INVALIDATIONS,
+    DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES,
 };
 pub use codec::{Codec, Json, MessagePack};
 pub use dep::{Condition, Dep, Dependency, Id, InvalidateAll, NTag, Params, PrimaryKey, Tag, Value};

@@ -164,3 +164,100 @@ fn public_futures_are_send() {
     fn clone_send_sync<T: Clone + Send + Sync>() {}
     clone_send_sync::<Cache>();
 }
+
+/// A backend that can be switched off: every call fails as unreachable.
+#[derive(Debug)]
+struct Switchable {
+    inner: MemoryBackend,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<(), matroska::BackendError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(matroska::BackendError::new(matroska::BackendErrorKind::Unavailable, "switched off"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Switchable {
+    async fn get(&self, key: &str) -> Result<matroska::Lookup, matroska::BackendError> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn has(&self, key: &str) -> Result<bool, matroska::BackendError> {
+        self.check()?;
+        self.inner.has(key).await
+    }
+    async fn put(&self, req: matroska::PutRequest<'_>) -> Result<PutOutcome, matroska::BackendError> {
+        self.check()?;
+        self.inner.put(req).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, matroska::BackendError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn invalidate(&self, deps: &[String]) -> Result<u64, matroska::BackendError> {
+        self.check()?;
+        self.inner.invalidate(deps).await
+    }
+    async fn ticket(&self) -> Result<matroska::Ticket, matroska::BackendError> {
+        self.check()?;
+        self.inner.ticket().await
+    }
+}
+
+fn switchable() -> (Arc<Switchable>, Cache) {
+    let b = Arc::new(Switchable { inner: MemoryBackend::new(), down: Default::default() });
+    let cache = Cache::builder().shared_backend(b.clone()).build();
+    (b, cache)
+}
+
+/// An invalidation that failed while the backend was down is reported as an
+/// error, then applied by the background retry once the backend is back.
+#[tokio::test(start_paused = true)]
+async fn failed_invalidations_are_retried_in_the_background() {
+    let (b, cache) = switchable();
+    let ttl = Duration::from_secs(600);
+    cache.put("a", &1u32, [Dep::id("row", 1)], ttl).await.unwrap();
+    b.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = cache.invalidate([Dep::id("row", 1)]).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(cache.pending_invalidations(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await; // retries fail meanwhile
+    assert_eq!(cache.pending_invalidations(), 1);
+    b.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1), "stale until the retry runs");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cache.pending_invalidations(), 0);
+    assert_eq!(cache.get::<u32>("a").await.unwrap(), None, "the retried invalidation took effect");
+}
+
+/// Pending invalidations travel with the next invalidation.
+#[tokio::test]
+async fn failed_invalidations_travel_with_the_next_one() {
+    let (b, cache) = switchable();
+    let ttl = Duration::from_secs(600);
+    cache.put("a", &1u32, [Dep::id("row", 1)], ttl).await.unwrap();
+    cache.put("b", &2u32, [Dep::id("row", 2)], ttl).await.unwrap();
+    b.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(cache.invalidate([Dep::id("row", 1)]).await.is_err());
+    b.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(cache.invalidate([Dep::id("row", 2)]).await.unwrap(), 2);
+    assert_eq!(cache.pending_invalidations(), 0);
+    assert_eq!(cache.get::<u32>("a").await.unwrap(), None);
+}
+
+/// The retry list is bounded.
+#[tokio::test]
+async fn pending_invalidations_are_bounded() {
+    let b = Arc::new(Switchable { inner: MemoryBackend::new(), down: Default::default() });
+    let cache = Cache::builder().shared_backend(b.clone()).max_pending_invalidations(10).build();
+    b.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..100 {
+        assert!(cache.invalidate([Dep::id("row", i)]).await.is_err());
+    }
+    assert_eq!(cache.pending_invalidations(), 10);
+}
