@@ -85,7 +85,7 @@ fn by_slot<T>(items: impl IntoIterator<Item = (Vec<u8>, T)>) -> Vec<Vec<(Vec<u8>
 impl RedisBackend {
     fn cluster(&self) -> Option<ClusterConnection> {
         match &self.conn {
-            super::Conn::Cluster(c) => Some(c.clone()),
+            super::Conn::Cluster(c) => Some(c.get()),
             super::Conn::Single(_) => None,
         }
     }

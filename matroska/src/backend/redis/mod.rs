@@ -293,7 +293,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -345,7 +345,75 @@ enum Source {
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(ClusterHandle),
+}
+
+/// A cluster connection that can be replaced by a fresh one.
+///
+/// redis-rs' async cluster connection, after a connection error to a node,
+/// reconnects to that same address and keeps its slot map; it rebuilds the
+/// map on `MOVED` replies, not when a master is gone. After a master dies and
+/// its replica takes over, calls for its slots would keep failing. So, after
+/// a call fails as unreachable or timed out, the backend builds a new
+/// connection from the client (which reads the current slot map) and swaps
+/// it in: at most one rebuild at a time and one per second.
+#[derive(Clone)]
+struct ClusterHandle {
+    conn: Arc<std::sync::RwLock<ClusterConnection>>,
+    /// The client to rebuild from (absent for a connection given by the
+    /// application, which is then used as it is).
+    client: Option<ClusterClient>,
+    rebuild: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    rebuilding: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ClusterHandle {
+    fn new(conn: ClusterConnection, client: Option<ClusterClient>) -> Self {
+        ClusterHandle {
+            conn: Arc::new(std::sync::RwLock::new(conn)),
+            client,
+            rebuild: Arc::default(),
+            rebuilding: Arc::default(),
+        }
+    }
+
+    /// The current connection (a clone sharing it).
+    fn get(&self) -> ClusterConnection {
+        self.conn.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Starts building a fresh connection in the background, unless one is
+    /// being built or one was built less than a second ago.
+    fn rebuild_soon(&self, timeout: Duration) {
+        use std::sync::atomic::Ordering;
+        let Some(client) = self.client.clone() else { return };
+        {
+            let mut last = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            if self.rebuilding.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.rebuilding.store(false, Ordering::SeqCst);
+            return;
+        };
+        let handle = self.clone();
+        runtime.spawn(async move {
+            match tokio::time::timeout(timeout, client.get_async_connection()).await {
+                Ok(Ok(fresh)) => {
+                    *handle.conn.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                    tracing::debug!("rebuilt the Redis Cluster connection (fresh slot map)");
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "could not rebuild the Redis Cluster connection"),
+                Err(_) => tracing::debug!("rebuilding the Redis Cluster connection timed out"),
+            }
+            handle.rebuilding.store(false, Ordering::SeqCst);
+        });
+    }
 }
 
 /// Configures a [`RedisBackend`]; made by [`RedisBackend::builder`] or
@@ -457,7 +525,7 @@ impl RedisBackendBuilder {
         let op_timeout = self.connect_timeout + self.response_timeout;
         let conn = match self.source {
             Source::Connection(conn) => Conn::Single(conn),
-            Source::ClusterConnection(conn) => Conn::Cluster(conn),
+            Source::ClusterConnection(conn) => Conn::Cluster(ClusterHandle::new(conn, None)),
             Source::Cluster(seeds) => {
                 let client = ClusterClient::builder(seeds.iter().map(String::as_str))
                     .connection_timeout(self.connect_timeout)
@@ -471,7 +539,7 @@ impl RedisBackendBuilder {
                             .with_source(e)
                     })?;
                 match tokio::time::timeout(op_timeout, client.get_async_connection()).await {
-                    Ok(Ok(conn)) => Conn::Cluster(conn),
+                    Ok(Ok(conn)) => Conn::Cluster(ClusterHandle::new(conn, Some(client))),
                     Ok(Err(e)) => return Err(map_error(e, None)),
                     Err(_) => {
                         return Err(BackendError::new(
@@ -620,7 +688,7 @@ impl RedisBackend {
     /// `None` for a single-node backend.
     pub fn cluster_connection(&self) -> Option<ClusterConnection> {
         match &self.conn {
-            Conn::Cluster(c) => Some(c.clone()),
+            Conn::Cluster(c) => Some(c.get()),
             Conn::Single(_) => None,
         }
     }
@@ -677,9 +745,9 @@ impl RedisBackend {
                     self.bounded(async move { script.load_async(&mut conn).await }, None).await?;
                 }
             }
-            Conn::Cluster(conn) => {
+            Conn::Cluster(handle) => {
                 for script in cluster::scripts() {
-                    let mut conn = conn.clone();
+                    let mut conn = handle.get();
                     self.bounded(async move { script.load_async(&mut conn).await }, None).await?;
                 }
             }
@@ -714,6 +782,11 @@ impl RedisBackend {
         };
         let outcome = self.timed(call, key).await;
         permit.done(&outcome);
+        if let (Err(e), Conn::Cluster(handle)) = (&outcome, &self.conn) {
+            if e.is_transient() {
+                handle.rebuild_soon(self.op_timeout);
+            }
+        }
         outcome
     }
 
@@ -781,7 +854,7 @@ impl Backend for RedisBackend {
     async fn get(&self, key: &str) -> Result<Lookup, BackendError> {
         let mut conn = match &self.conn {
             Conn::Single(c) => c.clone(),
-            Conn::Cluster(c) => return self.cluster_get(c.clone(), key).await,
+            Conn::Cluster(c) => return self.cluster_get(c.get(), key).await,
         };
         let entry = self.entry_key(key);
         if let Some(estimate) = self.clock.estimate() {
@@ -822,7 +895,7 @@ impl Backend for RedisBackend {
                 self.bounded(async { cmd.query_async::<bool>(&mut conn).await }, Some(&entry)).await
             }
             Conn::Cluster(c) => {
-                let mut conn = c.clone();
+                let mut conn = c.get();
                 self.bounded(async { cmd.query_async::<bool>(&mut conn).await }, Some(&entry)).await
             }
         }
