@@ -40,7 +40,9 @@
 //!   began before it cannot store its (possibly stale) result: misses carry a
 //!   [`Ticket`], and puts with tickets older than an invalidation of one of
 //!   their dependencies are refused.
-//! * **No lost invalidation.** `invalidate` succeeds fully or returns an error.
+//! * **No lost invalidation.** `invalidate` succeeds fully or returns an error;
+//!   dependencies whose invalidation failed transiently are kept (bounded) and
+//!   invalidated again once the backend answers.
 //! * **Bounded memory.** Reverse indexes hold only live entries, pruned lazily.
 //! * **Injective keys.** Distinct dependencies never share a key ([`dep`]).
 //! * **Clear errors.** Bad input is a typed [`Error`], never a panic.
