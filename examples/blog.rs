@@ -312,11 +312,15 @@ async fn run() -> Result<u32, AppError> {
                 .await
                 .map_err(|e| AppError::Cache(matroska::Error::Backend(e)))?;
             println!("cache: Redis at {url}");
-            Cache::builder().backend(backend).prefix(format!("blog-example-{}", std::process::id())).build()
+            Cache::builder()
+                .backend(backend)
+                .prefix(format!("blog-example-{}", std::process::id()))
+                .build()
+                .map_err(|e| AppError::Cache(e.into()))?
         }
         None => {
             println!("cache: in memory");
-            Cache::builder().backend(matroska::MemoryBackend::new()).build()
+            Cache::new(matroska::MemoryBackend::new())
         }
     };
     let mut opts = ConnectOptions::new(args.database_url.clone());

@@ -259,7 +259,7 @@ async fn run(cluster: bool) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         (server, Raw::Single(raw), backend)
     };
-    let cache = Cache::builder().backend(backend.clone()).prefix("b").build();
+    let cache = Cache::builder().backend(backend.clone()).prefix("b").build().map_err(|e| e.to_string())?;
 
     let value: String = "x".repeat(1024);
     let raw_key = format!("{namespace}:raw");

@@ -431,12 +431,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut caches = vec![("memory", Cache::builder().backend(matroska::MemoryBackend::new()).build())];
+    let mut caches = vec![("memory", Cache::new(matroska::MemoryBackend::new()))];
     let redis_url = std::env::var("MATROSKA_REDIS_URL").ok().filter(|s| !s.is_empty());
     if let Some(url) = redis_url.clone() {
         let backend = matroska::RedisBackend::builder(url).build().await?;
         caches
-            .push(("redis", Cache::builder().backend(backend).prefix(format!("bench-{}", std::process::id())).build()));
+            .push(("redis", Cache::builder().backend(backend).prefix(format!("bench-{}", std::process::id())).build()?));
     }
     matroska_seaorm::register(caches[0].1.clone());
     let sqlite = Database::connect("sqlite::memory:").await?;

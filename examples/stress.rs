@@ -472,7 +472,7 @@ async fn run(o: Options) -> Result<ExitCode, String> {
     let mut cluster: Option<redis_cluster::RedisCluster> = None;
     let namespace = format!("stress{}", o.seed);
     let cache = match o.backend.as_str() {
-        "memory" => Cache::builder().backend(MemoryBackend::new()).prefix("stress").build(),
+        "memory" => Cache::builder().backend(MemoryBackend::new()).prefix("stress").build().map_err(|e| e.to_string())?,
         b if b == "spawn-cluster" || b.starts_with("cluster:") => {
             let seeds: Vec<String> = if b == "spawn-cluster" {
                 let c = redis_cluster::RedisCluster::start().ok_or("cannot start a Redis Cluster")?;
@@ -489,7 +489,7 @@ async fn run(o: Options) -> Result<ExitCode, String> {
                 .build()
                 .await
                 .map_err(|e| format!("cannot connect to the cluster {seeds:?}: {e}"))?;
-            Cache::builder().backend(backend).prefix("stress").build()
+            Cache::builder().backend(backend).prefix("stress").build().map_err(|e| e.to_string())?
         }
         other => {
             let url = if other == "spawn-redis" {
@@ -507,7 +507,7 @@ async fn run(o: Options) -> Result<ExitCode, String> {
                 .build()
                 .await
                 .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-            Cache::builder().backend(backend).prefix("stress").build()
+            Cache::builder().backend(backend).prefix("stress").build().map_err(|e| e.to_string())?
         }
     };
     let policy = if o.protection {

@@ -49,7 +49,7 @@
 //!     let db = sea_orm::Database::connect("sqlite::memory:").await?;
 //! #   db.get_schema_builder().register(author::Entity).register(article::Entity).apply(&db).await?;
 //!     // at start-up
-//!     let cache = Cache::builder().backend(MemoryBackend::new()).build();
+//!     let cache = Cache::new(MemoryBackend::new());
 //!     matroska_seaorm::register(cache.clone());
 //! #   let ann = author::ActiveModel { name: Set("Ann".into()), ..Default::default() }.insert(&db).await?;
 //! #   let art = article::ActiveModel {

@@ -72,7 +72,7 @@ pub enum TransactionError<E> {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let db = blog().await?;
-/// # let cache = matroska::Cache::builder().backend(matroska::MemoryBackend::new()).build();
+/// # let cache = matroska::Cache::new(matroska::MemoryBackend::new());
 /// # matroska_seaorm::register(cache.clone());
 /// use sea_orm::{ActiveModelTrait, ActiveValue::Set, DbErr, EntityTrait};
 ///

@@ -82,7 +82,7 @@ pub trait Walk {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let db = blog().await?;
-/// # let cache = matroska::Cache::builder().backend(matroska::MemoryBackend::new()).build();
+/// # let cache = matroska::Cache::new(matroska::MemoryBackend::new());
 /// # let ttl = std::time::Duration::from_secs(600);
 /// use matroska_seaorm::{depth, pk_dep_of};
 /// use sea_orm::EntityLoaderTrait;

@@ -64,13 +64,74 @@ pub enum Error {
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// An unconditional [`put`](crate::Cache::put) was not stored: a
+    /// concurrent invalidation of one of its dependencies won (a Redis
+    /// Cluster marks a generation dead while its put is between its steps),
+    /// or one of its dependencies has an invalidation pending that the
+    /// backend has not confirmed yet. Nothing is stored; the value may be
+    /// stale, so put it again only after reloading it.
+    #[error("the value for key {key:?} was not stored: {reason}")]
+    NotStored {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Invalidating some dependencies failed; every other dependency of the
+    /// call took full effect. Those that failed transiently are kept and
+    /// invalidated again (see [`Cache::invalidate`](crate::Cache::invalidate)).
+    #[error("invalidating {} of the dependencies failed ({}): {source}", failed.len(), if *kept { "kept for retry" } else { "not retried" })]
+    Invalidation {
+        /// The dependencies whose invalidation failed.
+        failed: Vec<crate::dep::Dep>,
+        /// Whether they are kept and invalidated again until that succeeds
+        /// (transient failures, within
+        /// [`max_pending_invalidations`](crate::CacheBuilder::max_pending_invalidations)).
+        kept: bool,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+    /// A builder was given a setting it cannot work with.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl Error {
     /// Whether retrying the same operation later may succeed (a backend that is
     /// unreachable or timed out).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Backend(e) if e.is_transient())
+        match self {
+            Error::Backend(e) | Error::Invalidation { source: e, .. } => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A builder setting out of range. The message names the setting and its
+/// accepted range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    setting: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    /// A new configuration error for the builder method `setting`.
+    pub fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError { setting, reason: reason.into() }
+    }
+
+    /// The builder method whose value is wrong.
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+}
+
+impl From<ConfigError> for BackendError {
+    fn from(e: ConfigError) -> Self {
+        BackendError::new(BackendErrorKind::Config, e.to_string()).with_source(e)
     }
 }
 
@@ -92,6 +153,14 @@ pub enum BackendErrorKind {
     /// The backend refused the request (authentication, configuration, script
     /// error).
     Refused,
+    /// The backend's configuration is unsafe or out of range (a builder
+    /// setting, or a server setting such as an eviction policy that could
+    /// drop the bookkeeping invalidation relies on). Not transient.
+    Config,
+    /// The server is out of memory and refuses writes (Redis `OOM` under
+    /// `maxmemory-policy noeviction`). Transient: it may succeed once
+    /// entries expire or are invalidated.
+    OutOfMemory,
 }
 
 /// A backend failure, with the key it concerns when there is one.
@@ -137,6 +206,6 @@ impl BackendError {
 
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self.kind, BackendErrorKind::Unavailable | BackendErrorKind::Timeout)
+        matches!(self.kind, BackendErrorKind::Unavailable | BackendErrorKind::Timeout | BackendErrorKind::OutOfMemory)
     }
 }

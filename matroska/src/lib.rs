@@ -12,9 +12,9 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), matroska::Error> {
 //! let cache = Cache::builder()
-//!     .backend(MemoryBackend::builder().max_entries(100_000).build())
+//!     .backend(MemoryBackend::builder().max_entries(100_000).build()?)
 //!     .prefix("app")
-//!     .build();
+//!     .build()?;
 //!
 //! cache.put("articles-list", &vec!["a", "b"], [Dep::id("article", 1), Dep::id("author", 1)], Duration::from_secs(60)).await?;
 //! assert!(cache.get::<Vec<String>>("articles-list").await?.is_some());
@@ -60,14 +60,14 @@ pub mod scope;
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
 pub use backend::redis::RedisBackend;
-pub use backend::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
+pub use backend::{Backend, Invalidated, Lookup, PutOutcome, PutRequest, Ticket};
 pub use cache::{
-    Cache, CacheBuilder, Deps, Fetched, Stats, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_PENDING_INVALIDATIONS,
-    DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES,
+    mark_uncacheable, Cache, CacheBuilder, Deps, Fetched, Stats, DEFAULT_MAX_KEY_BYTES,
+    DEFAULT_MAX_PENDING_INVALIDATIONS, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES, MAX_TTL_LIMIT,
 };
 pub use codec::{Codec, Json, MessagePack};
 pub use dep::{Condition, Dep, Dependency, Id, InvalidateAll, NTag, Params, PrimaryKey, Tag, Value};
-pub use error::{BackendError, BackendErrorKind, BoxError, Error};
+pub use error::{BackendError, BackendErrorKind, BoxError, ConfigError, Error};
 pub use scope::{Mode, ScopeError, Scopes};
 
 /// The README's examples, compiled as doctests.

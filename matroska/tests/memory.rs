@@ -12,7 +12,7 @@ backend_suite!(async { Some(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>) 
 
 fn mocked(window: Duration) -> (MemoryBackend, MockClock) {
     let clock = MockClock::new();
-    let backend = MemoryBackend::builder().clock(clock.clone()).tombstone_window(window).build();
+    let backend = MemoryBackend::builder().clock(clock.clone()).tombstone_window(window).build().unwrap();
     (backend, clock)
 }
 
@@ -78,7 +78,7 @@ async fn hot_dependency_index_stays_bounded() {
 /// unrelated entry stays.
 #[tokio::test]
 async fn hundred_thousand_dependents() {
-    let backend = MemoryBackend::builder().max_entries(200_000).build();
+    let backend = MemoryBackend::builder().max_entries(200_000).build().unwrap();
     let cache = Cache::new(backend.clone());
     let hot = Dep::tag("hot");
     for i in 0..100_000u32 {
@@ -93,7 +93,7 @@ async fn hundred_thousand_dependents() {
 
 #[tokio::test]
 async fn capacity_evicts_and_unregisters() {
-    let backend = MemoryBackend::builder().max_entries(100).build();
+    let backend = MemoryBackend::builder().max_entries(100).build().unwrap();
     let cache = Cache::new(backend.clone());
     for i in 0..1000u32 {
         cache.put(&format!("k{i}"), &i, [Dep::id("row", i), Dep::tag("all")], Duration::from_secs(60)).await.unwrap();
@@ -109,7 +109,7 @@ async fn capacity_evicts_and_unregisters() {
 
 #[tokio::test]
 async fn byte_bound_limits_total_size() {
-    let backend = MemoryBackend::builder().max_bytes(64 * 1024).build();
+    let backend = MemoryBackend::builder().max_bytes(64 * 1024).build().unwrap();
     let cache = Cache::new(backend.clone());
     let value = vec![7u8; 1024];
     for i in 0..500u32 {
@@ -163,101 +163,4 @@ fn public_futures_are_send() {
     is_send(&scopes.invalidate_change(&cache, &1, &2, &["x"]));
     fn clone_send_sync<T: Clone + Send + Sync>() {}
     clone_send_sync::<Cache>();
-}
-
-/// A backend that can be switched off: every call fails as unreachable.
-#[derive(Debug)]
-struct Switchable {
-    inner: MemoryBackend,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl Switchable {
-    fn check(&self) -> Result<(), matroska::BackendError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(matroska::BackendError::new(matroska::BackendErrorKind::Unavailable, "switched off"));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl Backend for Switchable {
-    async fn get(&self, key: &str) -> Result<matroska::Lookup, matroska::BackendError> {
-        self.check()?;
-        self.inner.get(key).await
-    }
-    async fn has(&self, key: &str) -> Result<bool, matroska::BackendError> {
-        self.check()?;
-        self.inner.has(key).await
-    }
-    async fn put(&self, req: matroska::PutRequest<'_>) -> Result<PutOutcome, matroska::BackendError> {
-        self.check()?;
-        self.inner.put(req).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, matroska::BackendError> {
-        self.check()?;
-        self.inner.delete(key).await
-    }
-    async fn invalidate(&self, deps: &[String]) -> Result<u64, matroska::BackendError> {
-        self.check()?;
-        self.inner.invalidate(deps).await
-    }
-    async fn ticket(&self) -> Result<matroska::Ticket, matroska::BackendError> {
-        self.check()?;
-        self.inner.ticket().await
-    }
-}
-
-fn switchable() -> (Arc<Switchable>, Cache) {
-    let b = Arc::new(Switchable { inner: MemoryBackend::new(), down: Default::default() });
-    let cache = Cache::builder().shared_backend(b.clone()).build();
-    (b, cache)
-}
-
-/// An invalidation that failed while the backend was down is reported as an
-/// error, then applied by the background retry once the backend is back.
-#[tokio::test(start_paused = true)]
-async fn failed_invalidations_are_retried_in_the_background() {
-    let (b, cache) = switchable();
-    let ttl = Duration::from_secs(600);
-    cache.put("a", &1u32, [Dep::id("row", 1)], ttl).await.unwrap();
-    b.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    let err = cache.invalidate([Dep::id("row", 1)]).await.unwrap_err();
-    assert!(err.is_transient(), "{err}");
-    assert_eq!(cache.pending_invalidations(), 1);
-    tokio::time::sleep(Duration::from_millis(500)).await; // retries fail meanwhile
-    assert_eq!(cache.pending_invalidations(), 1);
-    b.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1), "stale until the retry runs");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(cache.pending_invalidations(), 0);
-    assert_eq!(cache.get::<u32>("a").await.unwrap(), None, "the retried invalidation took effect");
-}
-
-/// Pending invalidations travel with the next invalidation.
-#[tokio::test]
-async fn failed_invalidations_travel_with_the_next_one() {
-    let (b, cache) = switchable();
-    let ttl = Duration::from_secs(600);
-    cache.put("a", &1u32, [Dep::id("row", 1)], ttl).await.unwrap();
-    cache.put("b", &2u32, [Dep::id("row", 2)], ttl).await.unwrap();
-    b.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(cache.invalidate([Dep::id("row", 1)]).await.is_err());
-    b.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(cache.invalidate([Dep::id("row", 2)]).await.unwrap(), 2);
-    assert_eq!(cache.pending_invalidations(), 0);
-    assert_eq!(cache.get::<u32>("a").await.unwrap(), None);
-}
-
-/// The retry list is bounded.
-#[tokio::test]
-async fn pending_invalidations_are_bounded() {
-    let b = Arc::new(Switchable { inner: MemoryBackend::new(), down: Default::default() });
-    let cache = Cache::builder().shared_backend(b.clone()).max_pending_invalidations(10).build();
-    b.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    for i in 0..100 {
-        assert!(cache.invalidate([Dep::id("row", i)]).await.is_err());
-    }
-    assert_eq!(cache.pending_invalidations(), 10);
 }

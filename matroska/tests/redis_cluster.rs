@@ -76,7 +76,7 @@ async fn keys_of_one_entry_and_of_one_dependency_share_a_slot() {
         assert_eq!(m.len(), 1);
         assert_eq!(&m[0][16..], b.entry_key("k"));
     }
-    assert_eq!(b.invalidate(&["j".into()]).await.unwrap(), 1);
+    assert_eq!(b.invalidate(&["j".into()]).await.unwrap().dropped, 1);
     assert!(matches!(b.get("k").await.unwrap(), Lookup::Miss(_)));
     // the dropped entry is gone from its other indexes too
     for d in ["a", "b", "i"] {
@@ -93,7 +93,7 @@ async fn overwrite_and_delete_leave_no_registration() {
     let in_b = members(&b, &b.index_key("b")).await;
     assert_eq!(in_b.len(), 1, "{in_b:?}");
     assert_eq!(in_b, members(&b, &b.index_key("c")).await);
-    assert_eq!(b.invalidate(&["a".into()]).await.unwrap(), 0);
+    assert_eq!(b.invalidate(&["a".into()]).await.unwrap().dropped, 0);
     assert!(matches!(b.get("k").await.unwrap(), Lookup::Hit(_)));
     assert!(b.delete("k").await.unwrap());
     for dep in ["a", "b", "c"] {
@@ -111,7 +111,7 @@ async fn invalidation_between_the_steps_of_a_put_refuses_its_write() {
     let gen = "00000000000000ab";
     let member = format!("{gen}{}", b.entry_key("k"));
     let _: i64 = query(&b, redis::cmd("ZADD").arg(b.index_key("d")).arg("+inf").arg(&member)).await;
-    assert_eq!(b.invalidate(&["d".into()]).await.unwrap(), 0);
+    assert_eq!(b.invalidate(&["d".into()]).await.unwrap().dropped, 0);
     let marker = b.entry_key("k").replacen(":e:", ":m:", 1);
     let score: Option<f64> = query(&b, redis::cmd("ZSCORE").arg(&marker).arg(gen)).await;
     assert!(score.is_some(), "the generation is marked dead");
@@ -161,7 +161,7 @@ async fn chunked_invalidation_is_complete_and_refuses_racing_puts() {
     let Lookup::Miss(ticket) = b.get("e:racer").await.unwrap() else { panic!() };
     let inv = {
         let b = b.clone();
-        tokio::spawn(async move { b.invalidate(&["big".into()]).await.unwrap() })
+        tokio::spawn(async move { b.invalidate(&["big".into()]).await.unwrap().dropped })
     };
     let mut refused = 0;
     while !inv.is_finished() {
@@ -186,7 +186,7 @@ async fn chunked_invalidation_is_complete_and_refuses_racing_puts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_puts_and_invalidations_leave_nothing_stale() {
     let Some(b) = backend().await else { return };
-    let cache = Cache::builder().backend(b.clone()).prefix("race").build();
+    let cache = Cache::builder().backend(b.clone()).prefix("race").build().unwrap();
     let version = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -246,7 +246,7 @@ async fn failover_keeps_working_and_leaves_nothing_stale() {
         .build()
         .await
         .unwrap();
-    let cache = Cache::builder().backend(b.clone()).prefix("f").build();
+    let cache = Cache::builder().backend(b.clone()).prefix("f").build().unwrap();
     const ROWS: u64 = 16;
     let db: Arc<Vec<AtomicU64>> = Arc::new((0..ROWS).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));

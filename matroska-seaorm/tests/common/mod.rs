@@ -265,7 +265,7 @@ impl TestDb {
 }
 
 pub fn new_cache() -> Cache {
-    Cache::builder().backend(MemoryBackend::new()).build()
+    Cache::builder().backend(MemoryBackend::new()).build().unwrap()
 }
 
 /// Which of `keys` are cached, in order.

@@ -38,13 +38,16 @@ type EvictedQueue = Arc<Mutex<Vec<(Arc<str>, u64)>>>;
 /// An entry's generation and dependencies.
 type Registration = (u64, Arc<[Arc<str>]>);
 
-use super::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
+use super::{Backend, Invalidated, Lookup, PutOutcome, PutRequest, Ticket};
 use crate::clock::{Clock, SystemClock};
-use crate::error::BackendError;
+use crate::error::{BackendError, ConfigError};
 
 /// The default tombstone window: how long an invalidation is remembered to
 /// refuse puts carrying older tickets, and how old a ticket may get.
 pub const DEFAULT_TOMBSTONE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The largest tombstone window a backend accepts: 7 days.
+pub const MAX_TOMBSTONE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How the memory backend bounds its size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +96,26 @@ impl MemoryBackendBuilder {
     }
 
     /// Builds the backend.
-    pub fn build(self) -> MemoryBackend {
+    ///
+    /// # Errors
+    /// [`ConfigError`] if `max_entries`/`max_bytes` is 0 or the tombstone
+    /// window is outside `1 ms ..= 7 days`.
+    pub fn build(self) -> Result<MemoryBackend, ConfigError> {
+        match self.capacity {
+            Capacity::Entries(0) => return Err(ConfigError::new("max_entries", "must be at least 1")),
+            Capacity::Bytes(0) => return Err(ConfigError::new("max_bytes", "must be at least 1")),
+            _ => {}
+        }
+        if self.window < Duration::from_millis(1) || self.window > MAX_TOMBSTONE_WINDOW {
+            return Err(ConfigError::new(
+                "tombstone_window",
+                format!("{:?} is outside the accepted range 1ms..={MAX_TOMBSTONE_WINDOW:?}", self.window),
+            ));
+        }
+        Ok(self.build_unchecked())
+    }
+
+    fn build_unchecked(self) -> MemoryBackend {
         let evicted: EvictedQueue = Arc::default();
         let sink = Arc::clone(&evicted);
         let mut builder = moka::sync::Cache::builder().expire_after(PerEntryTtl).eviction_listener(
@@ -131,8 +153,9 @@ impl MemoryBackendBuilder {
 ///
 /// ```
 /// use matroska::backend::memory::MemoryBackend;
-/// let backend = MemoryBackend::builder().max_entries(10_000).build();
+/// let backend = MemoryBackend::builder().max_entries(10_000).build()?;
 /// # let _ = backend;
+/// # Ok::<(), matroska::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct MemoryBackend {
@@ -160,17 +183,40 @@ struct Entry {
     gen: u64,
     ttl: Duration,
     expires_at: Instant,
+    /// Whether `expires_at` is on the system clock (moka's).
+    system_clock: bool,
 }
 
 #[derive(Debug)]
 struct PerEntryTtl;
 
+/// moka expires an entry at its `expires_at` exactly (with the system clock,
+/// moka's clock), so that an entry is never readable after its index
+/// registrations expire and are pruned. With another clock, `get` checks
+/// `expires_at` itself and moka's expiry (the TTL) only frees the memory.
 impl moka::Expiry<Arc<str>, Arc<Entry>> for PerEntryTtl {
-    fn expire_after_create(&self, _: &Arc<str>, e: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(e.ttl)
+    fn expire_after_create(&self, _: &Arc<str>, e: &Arc<Entry>, created: Instant) -> Option<Duration> {
+        Some(e.lifetime(created))
     }
-    fn expire_after_update(&self, _: &Arc<str>, e: &Arc<Entry>, _: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(e.ttl)
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        e: &Arc<Entry>,
+        updated: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(e.lifetime(updated))
+    }
+}
+
+impl Entry {
+    /// How long moka keeps the entry, counted from moka's `at`.
+    fn lifetime(&self, at: Instant) -> Duration {
+        if self.system_clock {
+            self.expires_at.saturating_duration_since(at)
+        } else {
+            self.ttl
+        }
     }
 }
 
@@ -224,6 +270,8 @@ struct Index {
     tombstones: HashMap<Arc<str>, u64>,
     /// (tick, dependency) in order of invalidation, to expire tombstones
     tombstone_order: VecDeque<(u64, Arc<str>)>,
+    /// tick of the last `clear`: puts with older tickets are refused
+    cleared_at: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -268,7 +316,7 @@ impl MemoryBackend {
 
     /// A backend with the default settings.
     pub fn new() -> Self {
-        Self::builder().build()
+        Self::builder().build_unchecked()
     }
 
     /// Runs moka's pending maintenance (expiry, eviction) and unregisters what
@@ -391,13 +439,22 @@ impl Backend for MemoryBackend {
     }
 
     async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, BackendError> {
-        let now_instant = self.inner.clock.now();
         let mut index = lock(&self.inner.index);
+        // The clock is read under the lock: a put that waited for it must not
+        // get an expiry (and an index registration) earlier than its entry's.
+        let now_instant = self.inner.clock.now();
         let now = self.tick_at(now_instant);
+        let Some(expires_at) = now_instant.checked_add(req.ttl) else {
+            return Err(BackendError::new(
+                crate::error::BackendErrorKind::Refused,
+                format!("TTL {:?} is too large for this platform's clock", req.ttl),
+            )
+            .with_key(req.key));
+        };
         self.drain_evicted(&mut index);
         self.expire_tombstones(&mut index, now);
         if let Some(ticket) = req.ticket {
-            let too_old = now.saturating_sub(ticket.value()) > self.window_nanos();
+            let too_old = now.saturating_sub(ticket.value()) > self.window_nanos() || ticket.value() <= index.cleared_at;
             let invalidated =
                 req.deps.iter().any(|d| index.tombstones.get(d.as_str()).is_some_and(|t| *t >= ticket.value()));
             if too_old || invalidated {
@@ -431,7 +488,6 @@ impl Backend for MemoryBackend {
             }
         };
         let gen = self.inner.next_gen.fetch_add(1, Ordering::Relaxed);
-        let expires_at = now_instant + req.ttl;
         for dep in deps.iter() {
             let members = match index.reverse.get_mut(dep) {
                 Some(m) => m,
@@ -441,7 +497,8 @@ impl Backend for MemoryBackend {
             members.insert(key.clone(), gen, expires_at);
         }
         index.forward.insert(key.clone(), (gen, deps.clone()));
-        let entry = Entry { value: req.value, deps, gen, ttl: req.ttl, expires_at };
+        let entry =
+            Entry { value: req.value, deps, gen, ttl: req.ttl, expires_at, system_clock: self.inner.system_clock };
         self.inner.data.insert(key, Arc::new(entry));
         Ok(PutOutcome::Stored)
     }
@@ -453,7 +510,7 @@ impl Backend for MemoryBackend {
         Ok(self.remove_entry(&mut index, &key))
     }
 
-    async fn invalidate(&self, deps: &[String]) -> Result<u64, BackendError> {
+    async fn invalidate(&self, deps: &[String]) -> Result<Invalidated, BackendError> {
         let mut index = lock(&self.inner.index);
         let now = self.tick();
         self.drain_evicted(&mut index);
@@ -475,10 +532,70 @@ impl Backend for MemoryBackend {
                 }
             }
         }
-        Ok(dropped)
+        Ok(Invalidated::complete(dropped))
     }
 
     async fn ticket(&self) -> Result<Ticket, BackendError> {
         Ok(Ticket::new(self.tick()))
+    }
+
+    async fn clear(&self, prefix: &str) -> Result<u64, BackendError> {
+        let mut index = lock(&self.inner.index);
+        index.cleared_at = self.tick();
+        self.drain_evicted(&mut index);
+        let keys: Vec<Arc<str>> =
+            self.inner.data.iter().map(|(k, _)| (*k).clone()).filter(|k| k.starts_with(prefix)).collect();
+        let mut removed = 0;
+        for key in keys {
+            if self.remove_entry(&mut index, &key) {
+                removed += 1;
+            }
+        }
+        // registrations whose entry moka already dropped
+        let stray: Vec<(Arc<str>, u64)> = index
+            .forward
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (g, _))| (k.clone(), *g))
+            .collect();
+        for (key, gen) in stray {
+            index.unregister(&key, gen);
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: the clock was read before the index lock, so a put that waited
+    /// for the lock got an expiry (and index registrations) earlier than its
+    /// entry's real lifetime in moka; pruned from the index while readable,
+    /// the entry escaped invalidation.
+    #[test]
+    fn a_put_that_waits_for_the_lock_expires_no_earlier_than_its_entry() {
+        let backend = MemoryBackend::new();
+        let ttl = Duration::from_secs(60);
+        let guard = lock(&backend.inner.index);
+        let b = backend.clone();
+        let put = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let deps = ["d".to_owned()];
+            let req = PutRequest { key: "k", value: Bytes::from_static(b"v"), deps: &deps, ttl, ticket: None };
+            rt.block_on(b.put(req)).unwrap()
+        });
+        // the put is now blocked on the lock (or about to be)
+        std::thread::sleep(Duration::from_millis(20));
+        let released = Instant::now();
+        drop(guard);
+        assert_eq!(put.join().unwrap(), PutOutcome::Stored);
+        let entry = backend.inner.data.get("k").unwrap();
+        assert!(entry.expires_at >= released + ttl, "the expiry counts from when the put held the lock");
+        let index = lock(&backend.inner.index);
+        let (_, member_expiry) = index.reverse.get("d").unwrap().keys.get("k").copied().unwrap();
+        assert_eq!(member_expiry, entry.expires_at, "the index expires with the entry");
+        // moka keeps the entry exactly until then, not longer than the index
+        assert_eq!(entry.lifetime(released), entry.expires_at - released);
     }
 }

@@ -16,7 +16,13 @@
 //!   atomic with respect to `invalidate`.
 //! * `invalidate` returns only once every entry depending on one of the
 //!   dependencies is unreadable, and records tombstones so that puts carrying
-//!   older tickets are refused. It returns an error rather than partial success.
+//!   older tickets are refused. A dependency whose invalidation failed (a
+//!   dead node, foreign data under its key) is reported in
+//!   [`Invalidated::failed`]; it must not keep the others from taking full
+//!   effect. `Err` means nothing is known to have taken effect (every
+//!   dependency counts as failed; some may still have been applied).
+//! * Every step is safe to repeat: the [`Cache`](crate::Cache) invalidates a
+//!   failed dependency again later.
 //! * The reverse index never holds more than the live entries, plus what is
 //!   pruned lazily on the next touch of that dependency.
 
@@ -69,6 +75,37 @@ pub enum PutOutcome {
     Refused,
 }
 
+/// The answer to [`Backend::invalidate`].
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Invalidated {
+    /// Entries dropped.
+    pub dropped: u64,
+    /// Positions (in the request) of the dependencies whose invalidation
+    /// failed; every other dependency took full effect.
+    pub failed: Vec<usize>,
+    /// The first error behind `failed` (`None` when nothing failed).
+    pub error: Option<BackendError>,
+}
+
+impl Invalidated {
+    /// Every dependency took effect; `dropped` entries were dropped.
+    pub fn complete(dropped: u64) -> Self {
+        Invalidated { dropped, failed: Vec::new(), error: None }
+    }
+
+    /// Some dependencies (`failed`, positions in the request) failed with
+    /// `error`; the others took effect.
+    pub fn partial(dropped: u64, failed: Vec<usize>, error: BackendError) -> Self {
+        Invalidated { dropped, failed, error: Some(error) }
+    }
+
+    /// Whether every dependency took effect.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
 /// One entry to store.
 #[derive(Clone, Debug)]
 pub struct PutRequest<'a> {
@@ -102,10 +139,25 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     async fn delete(&self, key: &str) -> Result<bool, BackendError>;
 
     /// Drops every entry depending on any of `deps` and records tombstones for
-    /// them. Returns the number of entries dropped.
-    async fn invalidate(&self, deps: &[String]) -> Result<u64, BackendError>;
+    /// them. Dependencies that failed are reported in the answer; `Err` means
+    /// the call as a whole failed.
+    async fn invalidate(&self, deps: &[String]) -> Result<Invalidated, BackendError>;
 
     /// Issues a ticket without reading anything (used after a corrupt entry was
     /// discarded).
     async fn ticket(&self) -> Result<Ticket, BackendError>;
+
+    /// Removes every entry whose key starts with `prefix` (every entry for an
+    /// empty prefix), and from now on refuses puts carrying a ticket issued
+    /// before this call (whatever their key: a clear is rare, and refusing
+    /// a put only leaves a value uncached). Returns the number of entries
+    /// removed.
+    ///
+    /// The default implementation returns a
+    /// [`Refused`](crate::BackendErrorKind::Refused) error: a backend that
+    /// cannot enumerate its entries cannot be cleared.
+    async fn clear(&self, prefix: &str) -> Result<u64, BackendError> {
+        let _ = prefix;
+        Err(BackendError::new(crate::BackendErrorKind::Refused, "this backend does not support clear"))
+    }
 }

@@ -339,8 +339,11 @@ impl Backend for Clustered {
     async fn delete(&self, key: &str) -> Result<bool, BackendError> {
         self.0.delete(key).await
     }
-    async fn invalidate(&self, deps: &[String]) -> Result<u64, BackendError> {
+    async fn invalidate(&self, deps: &[String]) -> Result<matroska::Invalidated, BackendError> {
         self.0.invalidate(deps).await
+    }
+    async fn clear(&self, prefix: &str) -> Result<u64, matroska::BackendError> {
+        self.0.clear(prefix).await
     }
     async fn ticket(&self) -> Result<Ticket, BackendError> {
         self.0.ticket().await

@@ -246,8 +246,11 @@ impl Backend for Served {
     async fn delete(&self, key: &str) -> Result<bool, BackendError> {
         self.backend.delete(key).await
     }
-    async fn invalidate(&self, deps: &[String]) -> Result<u64, BackendError> {
+    async fn invalidate(&self, deps: &[String]) -> Result<matroska::Invalidated, BackendError> {
         self.backend.invalidate(deps).await
+    }
+    async fn clear(&self, prefix: &str) -> Result<u64, matroska::BackendError> {
+        self.backend.clear(prefix).await
     }
     async fn ticket(&self) -> Result<Ticket, BackendError> {
         self.backend.ticket().await

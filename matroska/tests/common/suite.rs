@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub const TTL: Duration = Duration::from_secs(60);
 
 pub fn cache(backend: &Arc<dyn Backend>, prefix: &str) -> Cache {
-    Cache::builder().shared_backend(Arc::clone(backend)).prefix(prefix).build()
+    Cache::builder().shared_backend(Arc::clone(backend)).prefix(prefix).build().unwrap()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,7 +220,7 @@ pub async fn prefixes_isolate_caches(b: Arc<dyn Backend>) {
 }
 
 pub async fn bad_input_is_a_typed_error(b: Arc<dyn Backend>) {
-    let c = Cache::builder().shared_backend(Arc::clone(&b)).prefix("t").max_value_bytes(1024).build();
+    let c = Cache::builder().shared_backend(Arc::clone(&b)).prefix("t").max_value_bytes(1024).build().unwrap();
     // a bystander that no bad input may disturb
     c.put("bystander", &article(9, "x"), [Dep::tag("bystander")], TTL).await.unwrap();
     assert!(matches!(c.put("", &1, [Dep::tag("a")], TTL).await, Err(Error::InvalidKey { .. })));
@@ -243,7 +243,7 @@ pub async fn bad_input_is_a_typed_error(b: Arc<dyn Backend>) {
     assert_eq!(v, 9);
     assert_eq!(c.get::<u64>("num").await.unwrap(), Some(9));
     // a key longer than the maximum
-    let small = Cache::builder().shared_backend(Arc::clone(&b)).prefix("t").max_key_bytes(16).build();
+    let small = Cache::builder().shared_backend(Arc::clone(&b)).prefix("t").max_key_bytes(16).build().unwrap();
     let err = small.put(&"k".repeat(17), &1, [Dep::tag("a")], TTL).await.unwrap_err();
     assert!(matches!(err, Error::InvalidKey { len: 17, .. }), "{err}");
     // invalidating tags of failed puts drops only what was stored under them

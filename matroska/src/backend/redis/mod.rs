@@ -304,7 +304,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use tracing::warn;
 
-use super::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
+use super::{Backend, Invalidated, Lookup, PutOutcome, PutRequest, Ticket};
 use crate::error::{BackendError, BackendErrorKind};
 
 /// The default tombstone window (60 s).
@@ -985,13 +985,13 @@ impl Backend for RedisBackend {
         Ok(existed)
     }
 
-    async fn invalidate(&self, deps: &[String]) -> Result<u64, BackendError> {
+    async fn invalidate(&self, deps: &[String]) -> Result<Invalidated, BackendError> {
         if deps.is_empty() {
-            return Ok(0);
+            return Ok(Invalidated::complete(0));
         }
         let mut conn = match &self.conn {
             Conn::Single(c) => c.clone(),
-            Conn::Cluster(_) => return self.cluster_invalidate(deps).await,
+            Conn::Cluster(_) => return self.cluster_invalidate(deps).await.map(Invalidated::complete),
         };
         let mut keys = Vec::with_capacity(deps.len() * 3);
         for dep in deps {
@@ -1027,7 +1027,7 @@ impl Backend for RedisBackend {
                 .ok_or_else(|| protocol(first, "invalidate named an unknown dependency"))?;
             dropped += self.drain(dep).await?;
         }
-        Ok(dropped)
+        Ok(Invalidated::complete(dropped))
     }
 
     async fn ticket(&self) -> Result<Ticket, BackendError> {

@@ -1,23 +1,30 @@
 //! The [`Cache`] facade.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
 use tracing::{debug, trace, warn, Instrument};
 
 use crate::backend::memory::MemoryBackend;
-use crate::backend::{Backend, Lookup, PutOutcome, PutRequest, Ticket};
+use crate::backend::{Backend, Invalidated, Lookup, PutOutcome, PutRequest, Ticket};
 use crate::codec::{self, Codec, DecodeFailure, MessagePack};
 use crate::dep::{encode_parts, Dep};
-use crate::error::Error;
+use crate::error::{BackendError, BackendErrorKind, ConfigError, Error};
+
+mod deps;
+mod flight;
+mod pending;
+
+pub use deps::{mark_uncacheable, Deps};
+use deps::{bubble, bubble_uncacheable, in_loader, COLLECTOR};
+use flight::{Flight, Flights, Joined, Role};
+use pending::Pending;
 
 /// The default largest TTL a cache accepts: 365 days.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -113,7 +120,31 @@ impl<C: Codec> CacheBuilder<C> {
     }
 
     /// Builds the cache.
-    pub fn build(self) -> Cache<C> {
+    ///
+    /// # Errors
+    /// [`ConfigError`] if `max_ttl` is outside `1 ms ..= `[`MAX_TTL_LIMIT`],
+    /// or `max_value_bytes`, `max_key_bytes` or `max_pending_invalidations`
+    /// is 0.
+    pub fn build(self) -> Result<Cache<C>, ConfigError> {
+        if self.max_ttl < Duration::from_millis(1) || self.max_ttl > MAX_TTL_LIMIT {
+            return Err(ConfigError::new(
+                "max_ttl",
+                format!("{:?} is outside the accepted range 1ms..={MAX_TTL_LIMIT:?}", self.max_ttl),
+            ));
+        }
+        for (setting, n) in [
+            ("max_value_bytes", self.max_value_bytes),
+            ("max_key_bytes", self.max_key_bytes),
+            ("max_pending_invalidations", self.max_pending),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::new(setting, "must be at least 1"));
+            }
+        }
+        Ok(self.build_unchecked())
+    }
+
+    fn build_unchecked(self) -> Cache<C> {
         let backend = self.backend.unwrap_or_else(|| Arc::new(MemoryBackend::new()));
         Cache {
             inner: Arc::new(Inner {
@@ -124,14 +155,18 @@ impl<C: Codec> CacheBuilder<C> {
                 max_value_bytes: self.max_value_bytes,
                 max_key_bytes: self.max_key_bytes,
                 prefix: self.prefix,
-                flights: Mutex::new(HashMap::new()),
+                flights: Flights::default(),
                 stats: Counters::default(),
-                pending: Mutex::new(Pending::default()),
-                max_pending: self.max_pending,
+                pending: Pending::new(self.max_pending),
+                flushing: tokio::sync::Mutex::new(()),
             }),
         }
     }
 }
+
+/// The largest `max_ttl` a cache accepts: 100 years (far below where instant
+/// arithmetic could overflow).
+pub const MAX_TTL_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A cache whose entries know their dependencies.
 ///
@@ -165,78 +200,13 @@ struct Inner<C> {
     max_ttl: Duration,
     max_value_bytes: usize,
     max_key_bytes: usize,
-    flights: Mutex<HashMap<String, Arc<watch::Sender<Flight>>>>,
+    flights: Flights,
     stats: Counters,
-    pending: Mutex<Pending>,
-    max_pending: usize,
-}
-
-/// Invalidations that failed with a transient error (backend keys), applied
-/// again with the next invalidation and by a background retry until they
-/// succeed.
-#[derive(Default)]
-struct Pending {
-    deps: std::collections::BTreeSet<String>,
-    retrying: bool,
-}
-
-/// The state of one in-flight load, shared with the tasks waiting for it.
-#[derive(Clone)]
-enum Flight {
-    Running,
-    Done(Bytes),
-    Failed,
-}
-
-/// Dependencies collected by a loader. Cloning shares the same list.
-///
-/// A loader receives one; it adds the dependencies of what it loaded. Values
-/// obtained through any cache inside the loader (hits and loads) add their
-/// dependencies to it by themselves.
-#[derive(Clone, Debug, Default)]
-pub struct Deps(Arc<Mutex<Vec<Dep>>>);
-
-impl Deps {
-    /// An empty collection.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds one dependency.
-    pub fn push(&self, dep: impl Into<Dep>) {
-        lock(&self.0).push(dep.into());
-    }
-
-    /// Adds several dependencies.
-    pub fn extend<I>(&self, deps: I)
-    where
-        I: IntoIterator,
-        I::Item: Into<Dep>,
-    {
-        lock(&self.0).extend(deps.into_iter().map(Into::into));
-    }
-
-    /// The dependencies collected so far, sorted and deduplicated.
-    pub fn to_vec(&self) -> Vec<Dep> {
-        let mut v = lock(&self.0).clone();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-tokio::task_local! {
-    /// The dependency collector of the innermost running loader.
-    static COLLECTOR: Deps;
-}
-
-/// Adds `deps` to the enclosing loader's collection, if any (Russian doll).
-fn bubble(deps: &[Dep]) {
-    let _ = COLLECTOR.try_with(|c| c.extend(deps.iter().cloned()));
+    /// Invalidations that failed transiently, applied again with the next
+    /// invalidation, before the next read, and by a background retry.
+    pending: Pending,
+    /// Held while pending invalidations are being applied before a read.
+    flushing: tokio::sync::Mutex<()>,
 }
 
 /// The answer to [`Cache::lookup`]: a hit, or a miss with the ticket to pass to
@@ -261,6 +231,7 @@ struct Counters {
     deletes: AtomicU64,
     decode_errors: AtomicU64,
     backend_errors: AtomicU64,
+    uncacheable_loads: AtomicU64,
 }
 
 /// A snapshot of a cache's counters, from [`Cache::stats`].
@@ -287,6 +258,9 @@ pub struct Stats {
     pub decode_errors: u64,
     /// Backend failures (including those `get_or_load` worked around).
     pub backend_errors: u64,
+    /// Loaded values not cached because their loader read uncommitted data
+    /// (see [`mark_uncacheable`]).
+    pub uncacheable_loads: u64,
 }
 
 impl Stats {
@@ -322,7 +296,7 @@ impl Cache<MessagePack> {
 
     /// A cache over `backend` with the other defaults.
     pub fn new(backend: impl Backend) -> Self {
-        Self::builder().backend(backend).build()
+        Self::builder().backend(backend).build_unchecked()
     }
 }
 
@@ -352,6 +326,7 @@ impl<C: Codec> Cache<C> {
             deletes: r(&c.deletes),
             decode_errors: r(&c.decode_errors),
             backend_errors: r(&c.backend_errors),
+            uncacheable_loads: r(&c.uncacheable_loads),
         }
     }
 
@@ -417,7 +392,7 @@ impl<C: Codec> Cache<C> {
         let env = codec::open(bytes).map_err(fail)?;
         let value = env.value(&self.inner.codec).map_err(fail)?;
         // Dependencies are only needed to bubble into an enclosing loader.
-        if COLLECTOR.try_with(|_| ()).is_ok() {
+        if in_loader() {
             bubble(&env.deps().map_err(fail)?);
         }
         Ok(value)
@@ -456,6 +431,7 @@ impl<C: Codec> Cache<C> {
     /// As [`get`](Self::get).
     pub async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Fetched<T>, Error> {
         let full = self.backend_key(key)?;
+        self.ready().await?;
         let lookup = self.inner.backend.get(&full).await.map_err(|e| self.backend_error(e))?;
         trace!(key = %Short(key), hit = matches!(lookup, Lookup::Hit(_)), "matroska.get");
         match lookup {
@@ -477,7 +453,46 @@ impl<C: Codec> Cache<C> {
     /// [`Error::Backend`], [`Error::InvalidKey`].
     pub async fn has(&self, key: &str) -> Result<bool, Error> {
         let full = self.backend_key(key)?;
+        self.ready().await?;
         self.inner.backend.has(&full).await.map_err(|e| self.backend_error(e))
+    }
+
+    /// Makes sure no invalidation is pending before a read is served: applies
+    /// the pending ones (one backend call), or fails so that the read is not
+    /// served from the cache.
+    async fn ready(&self) -> Result<(), Error> {
+        if self.inner.pending.is_clear() {
+            return Ok(());
+        }
+        if self.inner.pending.overflowed() {
+            return Err(self.backend_error(BackendError::new(
+                BackendErrorKind::Unavailable,
+                "more invalidations failed than max_pending_invalidations keeps: the cache serves no reads until \
+                 Cache::clear() is called",
+            )));
+        }
+        // One flush at a time; reads arriving meanwhile are not served from
+        // the cache (they would have to wait for a backend that just failed).
+        let Ok(_guard) = self.inner.flushing.try_lock() else {
+            return Err(self.backend_error(BackendError::new(
+                BackendErrorKind::Unavailable,
+                "invalidations are pending; the cache serves no reads until they are applied",
+            )));
+        };
+        let snapshot = self.inner.pending.snapshot();
+        if snapshot.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = snapshot.iter().map(|(k, _)| k.clone()).collect();
+        let outcome = self.inner.backend.invalidate(&keys).await;
+        let (done, failed, error) = split_outcome(outcome, snapshot.len());
+        self.inner.pending.applied(done.iter().map(|&i| &snapshot[i]));
+        if failed.is_empty() {
+            debug!(deps = snapshot.len(), "pending invalidations applied before a read");
+            return Ok(());
+        }
+        self.keep_for_retry(failed.iter().map(|&i| snapshot[i].0.as_str()), &error);
+        Err(self.backend_error(error))
     }
 
     /// Stores a value with its dependencies, unconditionally (the original's
@@ -487,23 +502,32 @@ impl<C: Codec> Cache<C> {
     ///
     /// # Errors
     /// [`Error::InvalidTtl`], [`Error::InvalidKey`], [`Error::Encode`],
-    /// [`Error::ValueTooLarge`], [`Error::Backend`].
+    /// [`Error::ValueTooLarge`], [`Error::Backend`], and
+    /// [`Error::NotStored`] when the backend did not store it (a concurrent
+    /// invalidation of one of its dependencies on a Redis Cluster, or an
+    /// invalidation of one of them still pending): `Ok` always means stored.
     pub async fn put<T, I>(&self, key: &str, value: &T, deps: I, ttl: Duration) -> Result<(), Error>
     where
         T: Serialize + ?Sized,
         I: IntoIterator,
         I::Item: Into<Dep>,
     {
-        let outcome = self.put_inner(key, value, collect(deps), ttl, None).await?;
-        debug_assert_eq!(outcome, PutOutcome::Stored);
-        Ok(())
+        match self.put_inner(key, value, collect(deps), ttl, None).await? {
+            PutOutcome::Stored => Ok(()),
+            PutOutcome::Refused => Err(Error::NotStored {
+                key: key.to_owned(),
+                reason: "a concurrent or pending invalidation of one of its dependencies refused it",
+            }),
+        }
     }
 
     /// Stores a value unless one of its dependencies was invalidated after
-    /// `ticket` was issued (or the ticket is older than the backend's window).
+    /// `ticket` was issued (or the ticket is older than the backend's window,
+    /// or an invalidation of one of them is still pending).
     ///
     /// # Errors
-    /// As [`put`](Self::put).
+    /// As [`put`](Self::put), except that a refusal is
+    /// `Ok(PutOutcome::Refused)`.
     pub async fn put_with_ticket<T, I>(
         &self,
         key: &str,
@@ -543,6 +567,13 @@ impl<C: Codec> Cache<C> {
         ticket: Option<Ticket>,
     ) -> Result<PutOutcome, Error> {
         let backend_deps = self.backend_deps(deps);
+        // A dependency whose invalidation failed has no tombstone yet: the
+        // value may predate that invalidation.
+        if self.inner.pending.contains_any(&backend_deps) || self.inner.pending.overflowed() {
+            bump(&self.inner.stats.refused_puts);
+            debug!(key = %Short(full), "put refused: an invalidation of one of its dependencies is pending");
+            return Ok(PutOutcome::Refused);
+        }
         let req = PutRequest { key: full, value, deps: &backend_deps, ttl, ticket };
         let outcome = self.inner.backend.put(req).await.map_err(|e| self.backend_error(e))?;
         trace!(key = %Short(full), deps = deps.len(), ttl_ms = ttl.as_millis() as u64, ?outcome, "matroska.put");
@@ -573,17 +604,31 @@ impl<C: Codec> Cache<C> {
     /// makes puts of data loaded before this call fail. Returns the number of
     /// entries dropped.
     ///
-    /// If the backend fails with a transient error (unreachable, timed out),
-    /// the call returns that error and the dependencies are kept (bounded by
-    /// [`CacheBuilder::max_pending_invalidations`]): they are invalidated
-    /// again with the next `invalidate` and by a background task (on the
-    /// tokio runtime the call ran on) until that succeeds, so an
-    /// invalidation that failed during an outage still takes effect once the
-    /// backend is back.
+    /// **Behavior on failures.**
+    ///
+    /// * Invalidations that failed earlier with a transient error travel with
+    ///   this call (still one backend call).
+    /// * A dependency that fails (a dead node of a Redis Cluster, a transient
+    ///   error) does not keep the others from taking full effect: the call
+    ///   returns [`Error::Invalidation`] naming only the failed ones.
+    /// * Dependencies that failed transiently are kept (bounded by
+    ///   [`CacheBuilder::max_pending_invalidations`]) and invalidated again:
+    ///   with the next `invalidate`, before this cache serves its next read
+    ///   (a read that cannot apply them is not served from the cache: `get`
+    ///   fails, `get_or_load` calls the loader), and by a background task (on
+    ///   the tokio runtime the call ran on) until that succeeds. Puts of
+    ///   values depending on them are refused meanwhile. So through this
+    ///   cache, an invalidation that returned an error still holds for every
+    ///   read that starts after it returned.
+    /// * Other caches sharing the backend (other processes) see a failed
+    ///   invalidation only once it is applied; for a durable guarantee across
+    ///   processes, record it durably (the `matroska-seaorm` outbox does).
+    /// * If more than the bound fail, the cache serves no reads and stores
+    ///   nothing until [`clear`](Self::clear) is called.
     ///
     /// # Errors
-    /// [`Error::Backend`]: the invalidation may not have taken full effect;
-    /// it never reports success it did not have.
+    /// [`Error::Invalidation`] (some dependencies failed, the others took
+    /// effect); never a success it did not have.
     pub async fn invalidate<I>(&self, deps: I) -> Result<u64, Error>
     where
         I: IntoIterator,
@@ -593,79 +638,152 @@ impl<C: Codec> Cache<C> {
         if deps.is_empty() {
             return Ok(0);
         }
-        let mut backend_deps = self.backend_deps(&deps);
+        let own = self.backend_deps(&deps);
+        let n_own = own.len();
         // earlier invalidations that failed travel with this one
-        let retried: Vec<String> = lock(&self.inner.pending).deps.iter().cloned().collect();
-        backend_deps.extend(retried.iter().cloned());
-        backend_deps.sort_unstable();
-        backend_deps.dedup();
-        let span = tracing::debug_span!("matroska.invalidate", deps = deps.len(), retried = retried.len());
-        match self.inner.backend.invalidate(&backend_deps).instrument(span).await {
-            Ok(dropped) => {
-                if !retried.is_empty() {
-                    let mut pending = lock(&self.inner.pending);
-                    for d in &retried {
-                        pending.deps.remove(d);
-                    }
+        let snapshot = self.inner.pending.snapshot();
+        let mut all = own;
+        let mut epochs: Vec<Option<u64>> = vec![None; n_own];
+        {
+            let own_set: std::collections::HashMap<&str, usize> =
+                all.iter().enumerate().map(|(i, d)| (d.as_str(), i)).collect();
+            let mut extra = Vec::new();
+            for (dep, epoch) in &snapshot {
+                match own_set.get(dep.as_str()) {
+                    Some(&i) => epochs[i] = Some(*epoch),
+                    None => extra.push((dep.clone(), *epoch)),
                 }
-                bump(&self.inner.stats.invalidations);
-                self.inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
-                debug!(deps = deps.len(), dropped, "invalidated");
-                Ok(dropped)
             }
-            Err(e) => {
-                if e.is_transient() {
-                    self.keep_for_retry(backend_deps);
-                }
-                Err(self.backend_error(e))
+            for (dep, epoch) in extra {
+                all.push(dep);
+                epochs.push(Some(epoch));
             }
         }
+        let span = tracing::debug_span!("matroska.invalidate", deps = n_own, retried = all.len() - n_own);
+        let outcome = self.inner.backend.invalidate(&all).instrument(span).await;
+        let dropped = match &outcome {
+            Ok(inv) => inv.dropped,
+            Err(_) => 0,
+        };
+        let (done, failed, error) = split_outcome(outcome, all.len());
+        // forget the pending ones that are now applied
+        let applied: Vec<(String, u64)> =
+            done.iter().filter_map(|&i| epochs[i].map(|e| (all[i].clone(), e))).collect();
+        self.inner.pending.applied(applied.iter());
+        self.inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
+        if failed.is_empty() {
+            bump(&self.inner.stats.invalidations);
+            debug!(deps = n_own, dropped, "invalidated");
+            return Ok(dropped);
+        }
+        let kept = self.keep_for_retry(failed.iter().map(|&i| all[i].as_str()), &error);
+        let own_failed: Vec<Dep> = failed.iter().filter(|&&i| i < n_own).map(|&i| deps[i].clone()).collect();
+        bump(&self.inner.stats.backend_errors);
+        if own_failed.is_empty() {
+            // only earlier failures failed again; this call took full effect
+            bump(&self.inner.stats.invalidations);
+            return Ok(dropped);
+        }
+        Err(Error::Invalidation { failed: own_failed, kept, source: error })
     }
 
-    /// Keeps dependencies whose invalidation failed transiently, and starts the
-    /// background retry if none runs (and a tokio runtime is at hand).
-    fn keep_for_retry(&self, deps: Vec<String>) {
-        let mut pending = lock(&self.inner.pending);
-        for d in deps {
-            if pending.deps.len() >= self.inner.max_pending {
-                tracing::error!(
-                    max = self.inner.max_pending,
-                    "too many failed invalidations pending; not keeping more for retry"
-                );
-                break;
+    /// Keeps dependencies whose invalidation failed with a transient error,
+    /// and starts the background retry if none runs (and a tokio runtime is
+    /// at hand). Returns whether they are kept.
+    fn keep_for_retry<'a>(&self, deps: impl IntoIterator<Item = &'a str>, error: &BackendError) -> bool {
+        if !error.is_transient() {
+            tracing::error!(error = %error, "invalidation failed with a non-transient error; not retried");
+            return false;
+        }
+        let all = self.inner.pending.keep(deps);
+        if !all {
+            tracing::error!(
+                max = self.inner.pending.len(),
+                "too many failed invalidations pending: the cache serves no reads and stores nothing until \
+                 Cache::clear() is called"
+            );
+        }
+        if self.inner.pending.start_retry() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let weak = Arc::downgrade(&self.inner);
+                    runtime.spawn(retry_pending(weak));
+                }
+                Err(_) => {
+                    // no runtime: the next invalidate or read applies them
+                    self.inner.pending.stop_retry();
+                }
             }
-            pending.deps.insert(d);
         }
-        if pending.retrying || pending.deps.is_empty() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        pending.retrying = true;
-        let weak = Arc::downgrade(&self.inner);
-        runtime.spawn(retry_pending(weak));
+        all
     }
 
     /// The number of dependencies whose invalidation failed with a transient
-    /// error and is waiting to be retried.
+    /// error and is waiting to be applied.
     pub fn pending_invalidations(&self) -> usize {
-        lock(&self.inner.pending).deps.len()
+        self.inner.pending.len()
+    }
+
+    /// Applies the pending invalidations now (one backend call). Returns the
+    /// number still pending afterwards.
+    ///
+    /// # Errors
+    /// The backend's error if some could not be applied (they stay pending).
+    pub async fn flush_pending(&self) -> Result<usize, Error> {
+        let _guard = self.inner.flushing.lock().await;
+        let snapshot = self.inner.pending.snapshot();
+        if snapshot.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = snapshot.iter().map(|(k, _)| k.clone()).collect();
+        let outcome = self.inner.backend.invalidate(&keys).await;
+        let (done, failed, error) = split_outcome(outcome, keys.len());
+        self.inner.pending.applied(done.iter().map(|&i| &snapshot[i]));
+        if failed.is_empty() {
+            return Ok(self.inner.pending.len());
+        }
+        self.keep_for_retry(failed.iter().map(|&i| keys[i].as_str()), &error);
+        Err(self.backend_error(error))
+    }
+
+    /// Removes every entry of this cache's backend and forgets pending
+    /// invalidations (they are moot once nothing is cached). Use it after
+    /// more invalidations failed than the cache keeps, or after changing data
+    /// behind the cache's back. Returns the number of entries removed.
+    ///
+    /// # Errors
+    /// The backend's error; the pending invalidations are then kept.
+    pub async fn clear(&self) -> Result<u64, Error> {
+        let _guard = self.inner.flushing.lock().await;
+        let removed =
+            self.inner.backend.clear(&self.inner.key_prefix).await.map_err(|e| self.backend_error(e))?;
+        self.inner.pending.reset();
+        Ok(removed)
     }
 
     /// Returns the cached value, or runs `load`, stores its result with the
     /// dependencies it recorded, and returns it.
     ///
     /// * **Single flight:** concurrent misses of one key in this process run
-    ///   one loader; the others wait for its value. If it fails, each waiter
-    ///   tries again.
+    ///   one loader. A waiter takes the leader's value only if it was stored
+    ///   and the waiter joined before the leader began storing it (so the
+    ///   value is as fresh as the waiter's own read could be); otherwise it
+    ///   reads the backend again, and loads if that misses. If the leader
+    ///   fails, each waiter tries again.
     /// * **Stale-set protection:** the value is stored only if none of its
     ///   dependencies was invalidated since the miss; otherwise it is still
     ///   returned, just not cached.
     /// * **Nesting:** values read through any cache inside `load` add their
     ///   dependencies to this entry (only within the loader's own task: work
     ///   spawned onto other tasks does not report back).
-    /// * **Failures:** an unreachable backend or an undecodable stored value
-    ///   never fails the call: the loader runs and its value is returned; the
-    ///   error is counted and traced. An undecodable value is replaced.
+    /// * **Uncommitted data:** a loader marked uncacheable (see
+    ///   [`mark_uncacheable`]) has its value returned but neither stored nor
+    ///   shared, and marks the enclosing loaders too.
+    /// * **Failures:** an unreachable backend, pending invalidations that
+    ///   cannot be applied, or an undecodable stored value never fail the
+    ///   call: the loader runs and its value is returned (uncached, and not
+    ///   shared with other callers); the error is counted and traced. An
+    ///   undecodable value is replaced.
     ///
     /// # Errors
     /// The loader's error, or [`Error::InvalidKey`] / [`Error::InvalidTtl`]
@@ -681,7 +799,11 @@ impl<C: Codec> Cache<C> {
         let full = self.backend_key(key)?;
         let mut load = Some(load);
         loop {
-            let ticket = match self.inner.backend.get(&full).await {
+            let ticket = match self.ready().await {
+                Err(e) => Err(e),
+                Ok(()) => self.inner.backend.get(&full).await.map_err(|e| self.backend_error(e)),
+            };
+            let ticket = match ticket {
                 Ok(Lookup::Hit(bytes)) => match self.decode::<T>(key, &bytes) {
                     Ok(value) => {
                         bump(&self.inner.stats.hits);
@@ -699,28 +821,19 @@ impl<C: Codec> Cache<C> {
                     Some(ticket)
                 }
                 Err(e) => {
-                    let e = self.backend_error(e);
                     warn!(error = %e, "cache unavailable, loading without caching");
                     bump(&self.inner.stats.misses);
                     None
                 }
             };
-
-            let role = {
-                let mut flights = lock(&self.inner.flights);
-                match flights.get(&full) {
-                    Some(tx) => Err(tx.subscribe()),
-                    None => {
-                        let (tx, _) = watch::channel(Flight::Running);
-                        let tx = Arc::new(tx);
-                        flights.insert(full.clone(), Arc::clone(&tx));
-                        Ok(tx)
-                    }
-                }
+            let Some(ticket) = ticket else {
+                // Without a ticket nothing can be stored, and the value could
+                // not be vouched for to other callers: load alone.
+                let Some(load) = load.take() else { continue };
+                return self.load_only(key, load).await;
             };
-            match role {
-                Ok(tx) => {
-                    let guard = FlightGuard { cache: &self.inner.flights, key: &full, tx };
+            match self.inner.flights.join(&full) {
+                Role::Leader(guard) => {
                     let Some(load) = load.take() else {
                         // Unreachable: only a leader consumes the loader, and it returns.
                         guard.finish(Flight::Failed);
@@ -728,28 +841,34 @@ impl<C: Codec> Cache<C> {
                     };
                     return self.lead(key, &full, ttl, ticket, load, guard).await;
                 }
-                Err(mut rx) => {
-                    let outcome = loop {
-                        let state = rx.borrow_and_update().clone();
-                        match state {
-                            Flight::Running => {
-                                if rx.changed().await.is_err() {
-                                    break Flight::Failed;
-                                }
-                            }
-                            other => break other,
-                        }
-                    };
-                    if let Flight::Done(bytes) = outcome {
+                Role::Waiter(rx) => {
+                    if let Joined::Take(bytes) = flight::wait(rx).await {
                         if let Ok(value) = self.decode::<T>(key, &bytes) {
                             bump(&self.inner.stats.hits);
                             return Ok(value);
                         }
                     }
-                    // The leader failed or was cancelled: try again.
+                    // Not ours to take (or the leader failed): read again.
                 }
             }
         }
+    }
+
+    /// Runs a loader outside single flight, storing nothing.
+    async fn load_only<T, F, Fut, E>(&self, key: &str, load: F) -> Result<T, E>
+    where
+        F: FnOnce(Deps) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        bump(&self.inner.stats.loads);
+        let deps = Deps::new();
+        let span = tracing::debug_span!("matroska.load", key = %Short(key), cached = false);
+        let value = COLLECTOR.scope(deps.clone(), load(deps.clone())).instrument(span).await?;
+        bubble(&deps.to_vec());
+        if let Some(reason) = deps.uncacheable() {
+            bubble_uncacheable(reason);
+        }
+        Ok(value)
     }
 
     async fn lead<T, F, Fut, E>(
@@ -757,9 +876,9 @@ impl<C: Codec> Cache<C> {
         key: &str,
         full: &str,
         ttl: Duration,
-        ticket: Option<Ticket>,
+        ticket: Ticket,
         load: F,
-        guard: FlightGuard<'_>,
+        guard: flight::FlightGuard<'_>,
     ) -> Result<T, E>
     where
         T: Serialize,
@@ -778,9 +897,16 @@ impl<C: Codec> Cache<C> {
                 return Err(e);
             }
         };
-        let deps = deps.to_vec();
-        bubble(&deps);
-        let bytes = match self.encode(key, &value, &deps) {
+        let collected = deps.to_vec();
+        bubble(&collected);
+        if let Some(reason) = deps.uncacheable() {
+            bubble_uncacheable(reason);
+            bump(&self.inner.stats.uncacheable_loads);
+            debug!(key = %Short(key), reason, "loaded value not cached: its loader read uncommitted data");
+            guard.finish(Flight::Failed);
+            return Ok(value);
+        }
+        let bytes = match self.encode(key, &value, &collected) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "loaded value not cached");
@@ -788,13 +914,34 @@ impl<C: Codec> Cache<C> {
                 return Ok(value);
             }
         };
-        if let Some(ticket) = ticket {
-            if let Err(e) = self.put_bytes(full, bytes.clone(), &deps, ttl, Some(ticket)).await {
+        guard.storing();
+        let stored = match self.put_bytes(full, bytes.clone(), &collected, ttl, Some(ticket)).await {
+            Ok(outcome) => outcome == PutOutcome::Stored,
+            Err(e) => {
                 warn!(error = %e, "loaded value not cached");
+                false
             }
-        }
-        guard.finish(Flight::Done(bytes));
+        };
+        guard.finish(Flight::Done { bytes, stored });
         Ok(value)
+    }
+}
+
+/// Splits an invalidation's answer into the positions that took effect, the
+/// ones that failed, and the error behind them.
+fn split_outcome(outcome: Result<Invalidated, BackendError>, n: usize) -> (Vec<usize>, Vec<usize>, BackendError) {
+    match outcome {
+        Err(e) => (Vec::new(), (0..n).collect(), e),
+        Ok(inv) => {
+            let mut failed: Vec<usize> = inv.failed.into_iter().filter(|&i| i < n).collect();
+            failed.sort_unstable();
+            failed.dedup();
+            let done = (0..n).filter(|i| failed.binary_search(i).is_err()).collect();
+            let error = inv.error.unwrap_or_else(|| {
+                BackendError::new(BackendErrorKind::Protocol, "the backend reported failed dependencies without an error")
+            });
+            (done, failed, error)
+        }
     }
 }
 
@@ -805,28 +952,28 @@ async fn retry_pending<C: Codec>(cache: std::sync::Weak<Inner<C>>) {
     loop {
         tokio::time::sleep(delay).await;
         let Some(inner) = cache.upgrade() else { return };
-        let batch: Vec<String> = {
-            let mut pending = lock(&inner.pending);
-            if pending.deps.is_empty() {
-                pending.retrying = false;
-                return;
+        if inner.pending.finish_retry() {
+            return;
+        }
+        let snapshot = inner.pending.snapshot();
+        let keys: Vec<String> = snapshot.iter().map(|(k, _)| k.clone()).collect();
+        let outcome = inner.backend.invalidate(&keys).await;
+        let dropped = outcome.as_ref().map(|i| i.dropped).unwrap_or(0);
+        let (done, failed, error) = split_outcome(outcome, keys.len());
+        inner.pending.applied(done.iter().map(|&i| &snapshot[i]));
+        inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
+        if failed.is_empty() {
+            debug!(deps = keys.len(), dropped, "failed invalidations applied on retry");
+            delay = Duration::from_millis(50);
+        } else {
+            if error.is_transient() {
+                inner.pending.keep(failed.iter().map(|&i| keys[i].as_str()));
+            } else {
+                tracing::error!(error = %error, "a retried invalidation failed with a non-transient error; dropped");
+                inner.pending.applied(failed.iter().map(|&i| &snapshot[i]));
             }
-            pending.deps.iter().cloned().collect()
-        };
-        match inner.backend.invalidate(&batch).await {
-            Ok(dropped) => {
-                let mut pending = lock(&inner.pending);
-                for d in &batch {
-                    pending.deps.remove(d);
-                }
-                inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
-                debug!(deps = batch.len(), dropped, "failed invalidations applied on retry");
-                delay = Duration::from_millis(50);
-            }
-            Err(e) => {
-                debug!(error = %e, deps = batch.len(), "retrying failed invalidations later");
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
+            debug!(error = %error, deps = failed.len(), "retrying failed invalidations later");
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 }
@@ -840,33 +987,6 @@ where
     v.sort_unstable();
     v.dedup();
     v
-}
-
-/// Removes a flight from the table when its leader finishes or is dropped.
-struct FlightGuard<'a> {
-    cache: &'a Mutex<HashMap<String, Arc<watch::Sender<Flight>>>>,
-    key: &'a str,
-    tx: Arc<watch::Sender<Flight>>,
-}
-
-impl FlightGuard<'_> {
-    fn finish(self, state: Flight) {
-        self.tx.send_replace(state);
-        // Drop removes the table entry.
-    }
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        let mut flights = lock(self.cache);
-        if flights.get(self.key).is_some_and(|tx| Arc::ptr_eq(tx, &self.tx)) {
-            flights.remove(self.key);
-        }
-        drop(flights);
-        if matches!(*self.tx.borrow(), Flight::Running) {
-            self.tx.send_replace(Flight::Failed);
-        }
-    }
 }
 
 /// Displays at most 64 bytes of a key in traces.
