@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::deps::lock;
 
@@ -37,7 +37,27 @@ pub(crate) enum Joined {
     Retry,
 }
 
-type Table = Mutex<HashMap<String, Arc<watch::Sender<Flight>>>>;
+/// One flight: its state, and the waiters to wake when it changes. (A
+/// `Notify` wakes waiters in a fixed order, so a seeded simulation replays
+/// identically; `tokio::sync::watch` picks among several notifiers at random.)
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<Flight>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn get(&self) -> Flight {
+        lock(&self.state).clone()
+    }
+
+    fn set(&self, state: Flight) {
+        *lock(&self.state) = state;
+        self.changed.notify_waiters();
+    }
+}
+
+type Table = Mutex<HashMap<String, Arc<Shared>>>;
 
 /// The flights of one cache, by backend key.
 #[derive(Debug, Default)]
@@ -46,20 +66,19 @@ pub(crate) struct Flights(Table);
 /// Either the leader of a new flight or a waiter of a running one.
 pub(crate) enum Role<'a> {
     Leader(FlightGuard<'a>),
-    Waiter(watch::Receiver<Flight>),
+    Waiter(Arc<Shared>),
 }
 
 impl Flights {
     /// Joins the flight of `key`, or starts one.
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
         let mut flights = lock(&self.0);
-        if let Some(tx) = flights.get(key) {
-            return Role::Waiter(tx.subscribe());
+        if let Some(shared) = flights.get(key) {
+            return Role::Waiter(Arc::clone(shared));
         }
-        let (tx, _) = watch::channel(Flight::Loading);
-        let tx = Arc::new(tx);
-        flights.insert(key.to_owned(), Arc::clone(&tx));
-        Role::Leader(FlightGuard { table: &self.0, key: key.to_owned(), tx })
+        let shared = Arc::new(Shared { state: Mutex::new(Flight::Loading), changed: Notify::new() });
+        flights.insert(key.to_owned(), Arc::clone(&shared));
+        Role::Leader(FlightGuard { table: &self.0, key: key.to_owned(), tx: shared })
     }
 
     /// The number of running flights (for tests and stats).
@@ -70,17 +89,16 @@ impl Flights {
 }
 
 /// Waits for the end of a flight joined as a waiter.
-pub(crate) async fn wait(mut rx: watch::Receiver<Flight>) -> Joined {
+pub(crate) async fn wait(shared: Arc<Shared>) -> Joined {
     // Joined while the loader ran? Then a stored value is ours to take.
-    let early = matches!(*rx.borrow_and_update(), Flight::Loading);
+    let early = matches!(shared.get(), Flight::Loading);
     loop {
-        let state = rx.borrow_and_update().clone();
-        match state {
-            Flight::Loading | Flight::Storing => {
-                if rx.changed().await.is_err() {
-                    return Joined::Retry;
-                }
-            }
+        let notified = shared.changed.notified();
+        tokio::pin!(notified);
+        // registered before the state is read, so no change is missed
+        notified.as_mut().enable();
+        match shared.get() {
+            Flight::Loading | Flight::Storing => notified.await,
             Flight::Done { bytes, stored: true } if early => return Joined::Take(bytes),
             Flight::Done { .. } | Flight::Failed => return Joined::Retry,
         }
@@ -93,19 +111,19 @@ pub(crate) async fn wait(mut rx: watch::Receiver<Flight>) -> Joined {
 pub(crate) struct FlightGuard<'a> {
     table: &'a Table,
     key: String,
-    tx: Arc<watch::Sender<Flight>>,
+    tx: Arc<Shared>,
 }
 
 impl FlightGuard<'_> {
     /// The loader returned: waiters joining from now on read the backend
     /// again once the flight ends.
     pub(crate) fn storing(&self) {
-        self.tx.send_replace(Flight::Storing);
+        self.tx.set(Flight::Storing);
     }
 
     /// Ends the flight.
     pub(crate) fn finish(self, state: Flight) {
-        self.tx.send_replace(state);
+        self.tx.set(state);
         // Drop removes the table entry.
     }
 }
@@ -117,8 +135,8 @@ impl Drop for FlightGuard<'_> {
             flights.remove(&self.key);
         }
         drop(flights);
-        if matches!(*self.tx.borrow(), Flight::Loading | Flight::Storing) {
-            self.tx.send_replace(Flight::Failed);
+        if matches!(self.tx.get(), Flight::Loading | Flight::Storing) {
+            self.tx.set(Flight::Failed);
         }
     }
 }

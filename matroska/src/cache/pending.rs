@@ -74,9 +74,12 @@ impl Pending {
         all
     }
 
-    /// The pending dependencies and their epochs.
+    /// The pending dependencies and their epochs, in key order (so that the
+    /// backend sees them in a reproducible order).
     pub(crate) fn snapshot(&self) -> Snapshot {
-        lock(&self.state).deps.iter().map(|(k, e)| (k.clone(), *e)).collect()
+        let mut v: Snapshot = lock(&self.state).deps.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        v.sort_unstable();
+        v
     }
 
     /// Forgets dependencies that were invalidated successfully, unless they
