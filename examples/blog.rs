@@ -7,20 +7,20 @@
 //! ```
 //!
 //! It seeds a few rows, reads through repository functions that cache with
-//! `get_or_load` (and one manual `put`), writes through ActiveModels (whose
-//! hooks invalidate the cache by themselves), one bulk helper and one
-//! transaction, and prints each read (hit or miss) and each write (entries
-//! invalidated). After every write it compares what the cache serves with the
-//! database, and exits non-zero on any difference.
+//! `get_or_load` (and one manual `put`), writes with plain SeaORM through a
+//! `CachedDatabase` (ActiveModels, a transaction, `update_many`,
+//! `delete_by_id`, raw SQL), and prints each read (hit or miss) and each write
+//! (entries invalidated). After every write it compares what the cache serves
+//! with the database, and exits non-zero on any difference.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use matroska::{params, Cache};
-use matroska_seaorm::depth;
+use matroska::Cache;
+use matroska_seaorm::{depth, CachedDatabase};
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::{Condition, Expr};
-use sea_orm::{ActiveValue::Set, ConnectOptions, Database, DatabaseConnection, EntityLoaderTrait, QueryOrder};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ConnectOptions, Database, EntityLoaderTrait, QueryOrder, TransactionTrait};
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
@@ -161,7 +161,7 @@ enum AppError {
 
 /// The repository: every read goes through the cache.
 struct Repo {
-    db: DatabaseConnection,
+    db: CachedDatabase,
     cache: Cache,
 }
 
@@ -173,9 +173,12 @@ impl Repo {
         self.cache
             .get_or_load(&key, TTL, |deps| async move {
                 let rows = load_list(&db, category, published).await?;
-                deps.extend(matroska_seaorm::list_deps::<article::Entity>(
-                    params! { "published" => published, "category_id" => category },
-                )?);
+                deps.extend(
+                    matroska_seaorm::list::<article::Entity>()
+                        .eq(article::Column::Published, published)
+                        .eq(article::Column::CategoryId, category)
+                        .deps()?,
+                );
                 deps.extend(matroska_seaorm::dependencies(&rows, depth!(article::ModelEx => { author: 1 }))?);
                 Ok::<_, AppError>(rows.iter().map(Item::from_ex).collect())
             })
@@ -190,7 +193,7 @@ impl Repo {
                 let row = load_detail(&db, id).await?;
                 match &row {
                     Some(ex) => deps.extend(matroska_seaorm::dependencies(ex, depth! { author: 1 })?),
-                    None => deps.push(matroska_seaorm::pk_dep_of::<article::Entity>(id)),
+                    None => deps.extend(matroska_seaorm::not_found::<article::Entity>(id)),
                 }
                 Ok::<_, AppError>(row.as_ref().map(Item::from_ex))
             })
@@ -209,7 +212,7 @@ impl Repo {
     }
 }
 
-async fn load_list(db: &DatabaseConnection, category: i32, published: bool) -> Result<Vec<article::ModelEx>, DbErr> {
+async fn load_list(db: &CachedDatabase, category: i32, published: bool) -> Result<Vec<article::ModelEx>, DbErr> {
     article::Entity::load()
         .filter(article::Column::CategoryId.eq(category))
         .filter(article::Column::Published.eq(published))
@@ -219,7 +222,7 @@ async fn load_list(db: &DatabaseConnection, category: i32, published: bool) -> R
         .await
 }
 
-async fn load_detail(db: &DatabaseConnection, id: i32) -> Result<Option<article::ModelEx>, DbErr> {
+async fn load_detail(db: &CachedDatabase, id: i32) -> Result<Option<article::ModelEx>, DbErr> {
     article::Entity::load().filter_by_id(id).with(author::Entity).one(db).await
 }
 
@@ -325,11 +328,13 @@ async fn run() -> Result<u32, AppError> {
     };
     let mut opts = ConnectOptions::new(args.database_url.clone());
     opts.sqlx_logging(false);
-    let db = Database::connect(opts).await?;
-    println!("database: {:?}", db.get_database_backend());
-    migration::Migrator::down(&db, None).await.ok();
-    migration::Migrator::up(&db, None).await?;
-    matroska_seaorm::register(cache.clone());
+    let plain = Database::connect(opts).await?;
+    println!("database: {:?}", plain.get_database_backend());
+    // migrations need the plain connection; then every access goes through
+    // the cached one
+    migration::Migrator::down(&plain, None).await.ok();
+    migration::Migrator::up(&plain, None).await?;
+    let db = CachedDatabase::new(plain, cache.clone());
 
     println!("== seed");
     let ann = author::ActiveModel { name: Set("Ann".into()), ..Default::default() }.insert(&db).await?;
@@ -390,7 +395,8 @@ async fn run() -> Result<u32, AppError> {
     read_all(&repo, &mut trace, rust.id, go.id, &ids).await?;
 
     let n = cache.stats().entries_invalidated;
-    let new_id = matroska_seaorm::transaction(&db, |txn| {
+    let new_id = db
+        .transaction::<_, i32, DbErr>(|txn| {
         Box::pin(async move {
             let a = article::ActiveModel {
                 title: Set("Channels".into()),
@@ -402,28 +408,32 @@ async fn run() -> Result<u32, AppError> {
             }
             .insert(txn)
             .await?;
-            Ok::<_, DbErr>(a.id)
+            Ok(a.id)
         })
     })
     .await
     .map_err(|e| AppError::Usage(e.to_string()))?;
     ids.push(new_id);
-    write(&cache, "insert 'Channels' into go, in a transaction (flushed after commit)", n);
+    write(&cache, "insert 'Channels' into go, in a transaction (invalidated after the commit)", n);
     read_all(&repo, &mut trace, rust.id, go.id, &ids).await?;
 
     let n = cache.stats().entries_invalidated;
-    let rows = matroska_seaorm::bulk::update_many::<article::Entity, _, _>(
-        &db,
-        Condition::all().add(article::Column::CategoryId.eq(rust.id)),
-        |u| u.col_expr(article::Column::Published, Expr::value(false)),
-    )
-    .await?;
-    write(&cache, &format!("bulk: unpublish all {} rust articles (helper)", rows.len()), n);
+    let res = article::Entity::update_many()
+        .col_expr(article::Column::Published, Expr::value(false))
+        .filter(article::Column::CategoryId.eq(rust.id))
+        .exec(&db)
+        .await?;
+    write(&cache, &format!("update_many: unpublish all {} rust articles", res.rows_affected), n);
     read_all(&repo, &mut trace, rust.id, go.id, &ids).await?;
 
     let n = cache.stats().entries_invalidated;
-    article::Entity::find_by_id(ids[3]).one(&db).await?.expect("inserted").delete(&db).await?;
-    write(&cache, "delete 'Channels'", n);
+    db.execute_unprepared(&format!("UPDATE article SET views = views + 1 WHERE id = {}", ids[0])).await?;
+    write(&cache, "raw SQL: count a view of 'Ownership'", n);
+    read_all(&repo, &mut trace, rust.id, go.id, &ids).await?;
+
+    let n = cache.stats().entries_invalidated;
+    article::Entity::delete_by_id(ids[3]).exec(&db).await?;
+    write(&cache, "delete_by_id 'Channels'", n);
     read_all(&repo, &mut trace, rust.id, go.id, &ids).await?;
 
     let s = cache.stats();
@@ -438,8 +448,8 @@ async fn run() -> Result<u32, AppError> {
         s.entries_invalidated,
         s.hit_rate() * 100.0
     );
-    if args.database_url.starts_with("postgres") {
-        migration::Migrator::down(&db, None).await?;
+    if !args.database_url.starts_with("sqlite") {
+        db.migrate(|plain| async move { migration::Migrator::down(plain, None).await }).await?;
     }
     Ok(trace.mismatches)
 }

@@ -9,8 +9,10 @@
 //! For each database (SQLite in memory; PostgreSQL when `DATABASE_URL` is set,
 //! in a database of its own, dropped at the end) and each cache (memory;
 //! Redis when `MATROSKA_REDIS_URL` is set): a list of 50 articles with their
-//! authors served by the query and served from the cache, and an update
-//! through an ActiveModel with automatic invalidation vs one without.
+//! authors served by the query and served from the cache; and the cost of the
+//! connection-level integration: a read, a list, saves of an unwatched and a
+//! watched column, and a committed 2-write transaction through the plain
+//! `DatabaseConnection` and through a `CachedDatabase`.
 //!
 //! Reads are measured in interleaved rounds (query, then each cache, then the
 //! parts of a hit) and reported as medians, so load from other processes
@@ -361,60 +363,94 @@ async fn bench(
     assert_eq!(query(db).await?.len(), 50);
     reads(label, db, caches, redis_url).await?;
     for (name, cache) in caches {
-        matroska_seaorm::Registration::new(cache.clone())
-            .scope(async {
-                let plain_row = plain::Entity::find_by_id(1).one(db).await.expect("q").expect("row");
-                let hooked_row = article::Entity::find_by_id(1).one(db).await.expect("q").expect("row");
-                let plain_save = time(300, |i| {
-                    let mut a: plain::ActiveModel = plain_row.clone().into();
-                    a.views = Set(i as i32);
-                    async move {
-                        a.update(db).await.expect("update");
-                    }
-                })
-                .await;
-                let hooked_save = time(300, |i| {
-                    let mut a: article::ActiveModel = hooked_row.clone().into();
-                    a.views = Set(i as i32);
-                    async move {
-                        a.update(db).await.expect("update");
-                    }
-                })
-                .await;
-                let plain_move = time(300, |i| {
-                    let mut a: plain::ActiveModel = plain_row.clone().into();
-                    a.category_id = Set(1 + (i as i32 % 2) * 2);
-                    async move {
-                        a.update(db).await.expect("update");
-                    }
-                })
-                .await;
-                let hooked_move = time(300, |i| {
-                    let mut a: article::ActiveModel = hooked_row.clone().into();
-                    a.category_id = Set(1 + (i as i32 % 2) * 2);
-                    async move {
-                        a.update(db).await.expect("update");
-                    }
-                })
-                .await;
-                println!(
-                    "{label}: save, unwatched column ({name:<6}): plain {:>9.1?}  hooked {:>9.1?}  ({:.2}x, +{:.1?})",
-                    plain_save,
-                    hooked_save,
-                    hooked_save.as_secs_f64() / plain_save.as_secs_f64(),
-                    hooked_save.saturating_sub(plain_save)
-                );
-                println!(
-                    "{label}: save, watched column   ({name:<6}): plain {:>9.1?}  hooked {:>9.1?}  ({:.2}x, +{:.1?}: old-row read + invalidation)",
-                    plain_move,
-                    hooked_move,
-                    hooked_move.as_secs_f64() / plain_move.as_secs_f64(),
-                    hooked_move.saturating_sub(plain_move)
-                );
-            })
-            .await;
+        writes(label, name, db, cache).await?;
     }
     Ok(())
+}
+
+/// The cost of the connection-level integration: the same statements through
+/// the plain `DatabaseConnection` and through a `CachedDatabase`, in
+/// interleaved rounds (medians).
+async fn writes(label: &str, name: &str, db: &DatabaseConnection, cache: &Cache) -> Result<(), BenchError> {
+    use matroska_seaorm::CachedDatabase;
+    use sea_orm::TransactionTrait;
+
+    let cached = CachedDatabase::new(db.clone(), cache.clone());
+    let row = article::Entity::find_by_id(1).one(db).await?.expect("row 1");
+    let other = article::Entity::find_by_id(2).one(db).await?.expect("row 2");
+    let (row, other) = (&row, &other);
+    let mut t: [Vec<f64>; 10] = Default::default();
+    for _ in 0..ROUNDS {
+        let mut k = 0;
+        macro_rules! pair {
+            ($n:expr, |$c:ident, $i:ident| $body:expr) => {{
+                let plain = micros(time($n, |$i| { let $c = db; async move { $body } }).await);
+                let via = micros(time($n, |$i| { let $c = &cached; async move { $body } }).await);
+                t[k].push(plain);
+                t[k + 1].push(via);
+                k += 2;
+            }};
+        }
+        pair!(300, |c, _i| {
+            article::Entity::find_by_id(1).one(c).await.expect("read");
+        });
+        pair!(100, |c, _i| {
+            query_on(c).await.expect("list");
+        });
+        pair!(200, |c, i| {
+            let mut a: article::ActiveModel = row.clone().into();
+            a.views = Set(i as i32);
+            a.update(c).await.expect("update");
+        });
+        pair!(200, |c, i| {
+            let mut a: article::ActiveModel = row.clone().into();
+            a.category_id = Set(1 + (i as i32 % 2) * 2);
+            a.update(c).await.expect("update");
+        });
+        pair!(100, |c, i| {
+            let (a1, a2) = (row.clone(), other.clone());
+            c.transaction::<_, (), DbErr>(move |txn| {
+                Box::pin(async move {
+                    let mut a: article::ActiveModel = a1.into();
+                    a.views = Set(i as i32);
+                    a.update(txn).await?;
+                    let mut b: article::ActiveModel = a2.into();
+                    b.views = Set(i as i32);
+                    b.update(txn).await?;
+                    Ok(())
+                })
+            })
+            .await
+            .expect("transaction");
+        });
+        let _ = k;
+    }
+    let names = [
+        "read by key",
+        "list of 50 with authors",
+        "save, unwatched column",
+        "save, watched column",
+        "committed 2-write transaction",
+    ];
+    for (j, what) in names.iter().enumerate() {
+        let plain = median(&mut t[2 * j]);
+        let via = median(&mut t[2 * j + 1]);
+        println!(
+            "{label}: {what:<30} ({name:<6}): plain {plain:>8.1}µs  cached {via:>8.1}µs  ({:+.1}%, {:+.1}µs)",
+            (via / plain - 1.0) * 100.0,
+            via - plain
+        );
+    }
+    Ok(())
+}
+
+async fn query_on<C: ConnectionTrait>(db: &C) -> Result<Vec<article::ModelEx>, DbErr> {
+    article::Entity::load()
+        .filter(article::Column::CategoryId.eq(1))
+        .filter(article::Column::Published.eq(true))
+        .with(author::Entity)
+        .all(db)
+        .await
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -438,7 +474,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         caches
             .push(("redis", Cache::builder().backend(backend).prefix(format!("bench-{}", std::process::id())).build()?));
     }
-    matroska_seaorm::register(caches[0].1.clone());
+    // the plain connection is measured too: let its writes through
+    matroska_seaorm::allow_uncached_writes(true);
     let sqlite = Database::connect("sqlite::memory:").await?;
     bench("sqlite", &sqlite, &caches, redis_url.as_deref()).await.map_err(|e| format!("{e:?}"))?;
 

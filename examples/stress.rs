@@ -40,11 +40,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use matroska::{params, Cache, Dep, MemoryBackend, RedisBackend};
-use matroska_seaorm::{bulk, list_deps, pk_dep, pk_dep_of};
+use matroska_seaorm::{list_deps, pk_dep, pk_dep_of, CachedDatabase, CachedTransaction};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DbBackend, DbErr, EntityTrait,
+    IntoActiveModel, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use tokio::sync::Barrier;
 
@@ -174,7 +174,7 @@ fn list_key(cat: i32) -> String {
     }
 }
 
-async fn query_list(db: &DatabaseConnection, cat: i32) -> Result<Vec<article::Model>, DbErr> {
+async fn query_list(db: &CachedDatabase, cat: i32) -> Result<Vec<article::Model>, DbErr> {
     let mut q = article::Entity::find().filter(article::Column::Published.eq(true));
     if cat != 0 {
         q = q.filter(article::Column::CategoryId.eq(cat));
@@ -203,7 +203,7 @@ enum AppError {
 }
 
 /// One read, through `get_or_load` (or, without protection, get + put).
-async fn read(cache: &Cache, db: &DatabaseConnection, protection: bool, detail: bool, n: i32) -> Result<(), AppError> {
+async fn read(cache: &Cache, db: &CachedDatabase, protection: bool, detail: bool, n: i32) -> Result<(), AppError> {
     if detail {
         let key = format!("article:{n}");
         let load = |deps: matroska::Deps| {
@@ -259,7 +259,7 @@ impl Rng {
 }
 
 async fn pick_article(
-    db: &DatabaseConnection,
+    db: &CachedDatabase,
     rng: &mut Rng,
     max_id: &AtomicU64,
 ) -> Result<Option<article::Model>, DbErr> {
@@ -276,7 +276,7 @@ type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 /// Moves `a` to category `cat` and flips `b`'s published flag, in `txn`;
 /// fails on purpose unless `commit`, so that the transaction rolls back.
 fn moves(
-    txn: &DatabaseTransaction,
+    txn: &CachedTransaction,
     a: Option<article::Model>,
     b: Option<article::Model>,
     cat: i32,
@@ -304,20 +304,19 @@ fn moves(
 
 /// Counts a view on every article of category `cat`: a bulk write through the
 /// helper.
-fn bulk_views(txn: &DatabaseTransaction, cat: i32) -> BoxFuture<'_, Result<(), DbErr>> {
+fn bulk_views(txn: &CachedTransaction, cat: i32) -> BoxFuture<'_, Result<(), DbErr>> {
     Box::pin(async move {
-        bulk::update_many::<article::Entity, _, _>(
-            txn,
-            Condition::all().add(article::Column::CategoryId.eq(cat)),
-            |u| u.col_expr(article::Column::Views, Expr::col(article::Column::Views).add(1)),
-        )
-        .await?;
+        article::Entity::update_many()
+            .col_expr(article::Column::Views, Expr::col(article::Column::Views).add(1))
+            .filter(Condition::all().add(article::Column::CategoryId.eq(cat)))
+            .exec(txn)
+            .await?;
         Ok(())
     })
 }
 
 /// One write, chosen at random among the kinds the checker exercises.
-async fn write(db: &DatabaseConnection, rng: &mut Rng, max_id: &AtomicU64, protection: bool) -> Result<(), AppError> {
+async fn write(db: &CachedDatabase, rng: &mut Rng, max_id: &AtomicU64, protection: bool) -> Result<(), AppError> {
     let kind = rng.below(100);
     let cat = 1 + rng.below(CATEGORIES as u64) as i32;
     match kind {
@@ -370,23 +369,11 @@ async fn write(db: &DatabaseConnection, rng: &mut Rng, max_id: &AtomicU64, prote
         78..=93 => {
             let commit = kind <= 87;
             let (a, b) = (pick_article(db, rng, max_id).await?, pick_article(db, rng, max_id).await?);
-            let result = if protection {
-                matroska_seaorm::transaction(db, |txn| moves(txn, a, b, cat, commit)).await.map_err(|e| match e {
-                    matroska_seaorm::TransactionError::Transaction(e) => e,
-                    other => AppError::Db(DbErr::Custom(other.to_string())),
-                })
-            } else {
-                // without the helper: hooks run inside an unmanaged transaction
-                let txn = sea_orm::TransactionTrait::begin(db).await?;
-                let r = moves(&txn, a, b, cat, commit).await;
-                match r {
-                    Ok(()) => txn.commit().await.map_err(AppError::Db),
-                    Err(e) => {
-                        txn.rollback().await?;
-                        Err(e)
-                    }
-                }
-            };
+            let _ = protection;
+            let result = db.transaction(|txn| moves(txn, a, b, cat, commit)).await.map_err(|e| match e {
+                sea_orm::TransactionError::Transaction(e) => e,
+                sea_orm::TransactionError::Connection(e) => AppError::Db(e),
+            });
             match result {
                 Err(AppError::Db(DbErr::Custom(m))) if m == Rollback.to_string() => {}
                 other => other?,
@@ -394,15 +381,7 @@ async fn write(db: &DatabaseConnection, rng: &mut Rng, max_id: &AtomicU64, prote
         }
         // a bulk write through the helper, in a transaction
         _ => {
-            if protection {
-                matroska_seaorm::transaction(db, |txn| bulk_views(txn, cat))
-                    .await
-                    .map_err(|e| AppError::Db(DbErr::Custom(e.to_string())))?;
-            } else {
-                let txn = sea_orm::TransactionTrait::begin(db).await?;
-                bulk_views(&txn, cat).await?;
-                txn.commit().await?;
-            }
+            db.transaction(|txn| bulk_views(txn, cat)).await.map_err(|e| AppError::Db(DbErr::Custom(e.to_string())))?;
         }
     }
     Ok(())
@@ -417,7 +396,7 @@ fn report(counters: &Counters, what: &str, e: &AppError) -> u64 {
     n
 }
 
-async fn setup(db: &DatabaseConnection) -> Result<(), DbErr> {
+async fn setup(db: &CachedDatabase) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     for table in ["stress_article", "stress_category"] {
         db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}")).await?;
@@ -444,7 +423,7 @@ async fn setup(db: &DatabaseConnection) -> Result<(), DbErr> {
 
 /// Compares every entry still cached with the database. Returns (stale,
 /// checked). Entries the cache cannot read (a backend down) are not counted.
-async fn check(cache: &Cache, db: &DatabaseConnection, max_id: u64) -> Result<(u64, u64), AppError> {
+async fn check(cache: &Cache, db: &CachedDatabase, max_id: u64) -> Result<(u64, u64), AppError> {
     let (mut stale, mut checked) = (0, 0);
     for id in 1..=max_id as i32 + 1 {
         if let Ok(Some(cached)) = cache.get::<Option<article::Model>>(&format!("article:{id}")).await {
@@ -510,12 +489,6 @@ async fn run(o: Options) -> Result<ExitCode, String> {
             Cache::builder().backend(backend).prefix("stress").build().map_err(|e| e.to_string())?
         }
     };
-    let policy = if o.protection {
-        matroska_seaorm::UnmanagedTransactions::Error
-    } else {
-        matroska_seaorm::UnmanagedTransactions::Warn
-    };
-    matroska_seaorm::Registration::new(cache.clone()).unmanaged_transactions(policy).register();
 
     let mut opts = ConnectOptions::new(o.database_url.clone());
     opts.sqlx_logging(false);
@@ -524,10 +497,11 @@ async fn run(o: Options) -> Result<ExitCode, String> {
     } else {
         opts.max_connections(16);
     }
-    let db = Database::connect(opts).await.map_err(|e| format!("cannot connect to {}: {e}", o.database_url))?;
-    if db.get_database_backend() == DbBackend::MySql {
+    let plain = Database::connect(opts).await.map_err(|e| format!("cannot connect to {}: {e}", o.database_url))?;
+    if plain.get_database_backend() == DbBackend::MySql {
         return Err("MySQL is not supported by the checker".into());
     }
+    let db = CachedDatabase::new(plain, cache.clone());
     setup(&db).await.map_err(|e| format!("schema: {e}"))?;
 
     let counters = Arc::new(Counters::default());

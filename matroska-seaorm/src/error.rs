@@ -2,27 +2,50 @@
 
 use sea_orm::DbErr;
 
-/// Everything that can go wrong in this crate.
+/// Everything that can go wrong in this crate's own API (what a connection
+/// refuses arrives as a `DbErr`; see [`Refusal`](crate::Refusal)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An entity with automatic invalidation was saved or deleted while no
-    /// cache was registered. Call [`register`](crate::register) at start-up,
-    /// or run the code inside [`Registration::scope`](crate::Registration::scope).
-    #[error("no matroska cache is registered for automatic invalidation of {entity:?}; call matroska_seaorm::register(cache) at start-up (or run inside Registration::scope)")]
-    NotRegistered {
-        /// The table of the entity being written.
-        entity: &'static str,
+    /// A column name is not a column of the entity.
+    #[error("{table:?} has no column {column:?}")]
+    UnknownColumn {
+        /// The entity's table.
+        table: &'static str,
+        /// The name given.
+        column: String,
     },
-    /// A hook ran on a `DatabaseTransaction` opened outside
-    /// [`transaction`](crate::transaction): its invalidations would take effect
-    /// before the commit, so a reader could cache the old row for good.
-    #[error("{entity:?} was written on a transaction ({connection}) not opened by matroska_seaorm::transaction; open it with matroska_seaorm::transaction(&db, |txn| ...) so the cache is invalidated after commit, or allow it with Registration::unmanaged_transactions(UnmanagedTransactions::Warn)")]
-    UnmanagedTransaction {
-        /// The table of the entity being written.
-        entity: &'static str,
-        /// The connection type the hook received.
-        connection: &'static str,
+    /// A condition value cannot be a value of its column.
+    #[error("{value} is not a value of column {table}.{column} ({expected})", value = got)]
+    ValueMismatch {
+        /// The entity's table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The column's type.
+        expected: String,
+        /// The value given.
+        got: String,
+    },
+    /// A value has no canonical form, so it cannot take part in a
+    /// dependency (arrays, network addresses, ..., or a type whose feature
+    /// of this crate is off: `with-json`, `with-chrono`, `with-time`,
+    /// `with-rust_decimal`, `with-uuid`).
+    #[error("a {kind} value has no canonical form for a cache dependency (enable the matching with-* feature of matroska-seaorm, or do not use this column in a scope)")]
+    UnsupportedValue {
+        /// The SeaORM value's kind.
+        kind: String,
+    },
+    /// A column's type has no loosely typed form: give its value as a typed
+    /// SeaORM value ([`list`](crate::list)).
+    #[error("column {table}.{column} ({kind}) takes no loosely typed value; use matroska_seaorm::list::<Entity>().eq(Column::.., value)")]
+    UnsupportedColumn {
+        /// The entity's table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The column's type.
+        kind: String,
     },
     /// A depth map names a relation the walked value does not have.
     #[error("{owner} has no relation {name:?} (known: {known:?})")]
@@ -37,8 +60,8 @@ pub enum Error {
     /// A scope extractor failed or a condition is not described.
     #[error(transparent)]
     Scope(#[from] matroska::ScopeError),
-    /// The cache failed; the invalidation may not have taken effect.
-    #[error("cache invalidation failed")]
+    /// The cache failed.
+    #[error("cache error")]
     Cache(#[source] matroska::Error),
     /// The database failed.
     #[error(transparent)]

@@ -1,170 +1,190 @@
-//! SeaORM 2.0 integration for [`matroska`]: dependencies from entities,
-//! relation walks, scopes declared on entities, and automatic invalidation
-//! when rows are saved or deleted.
+//! SeaORM 2.0 integration for [`matroska`]: a connection that keeps the cache
+//! correct whatever SeaORM API writes through it, dependencies from entities
+//! and loaded relations, and typed list conditions.
 //!
 //! ```
-//! # mod author {
-//! #     use matroska_seaorm::CacheEntity;
-//! #     use sea_orm::entity::prelude::*;
-//! #     #[sea_orm::model]
-//! #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CacheEntity, serde::Serialize, serde::Deserialize)]
-//! #     #[sea_orm(table_name = "author")]
-//! #     pub struct Model {
-//! #         #[sea_orm(primary_key)]
-//! #         pub id: i32,
-//! #         pub name: String,
-//! #         #[sea_orm(has_many)]
-//! #         pub articles: HasMany<super::article::Entity>,
-//! #     }
-//! # }
-//! // on the entity, once
-//! mod article {
-//!     use matroska_seaorm::CacheEntity;
-//!     use sea_orm::entity::prelude::*;
-//!
-//!     #[sea_orm::model]
-//!     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, CacheEntity, serde::Serialize, serde::Deserialize)]
-//!     #[sea_orm(table_name = "article")]
-//!     #[matroska(scope(fields("published", "category_id")))]
-//!     pub struct Model {
-//!         #[sea_orm(primary_key)]
-//!         pub id: i32,
-//!         pub title: String,
-//!         pub author_id: i32,
-//!         pub category_id: i32,
-//!         pub published: bool,
-//!         #[sea_orm(belongs_to, from = "author_id", to = "id")]
-//!         pub author: BelongsTo<super::author::Entity>,
-//!     }
-//! }
-//!
+//! # include!("../doc/blog.rs");
 //! use std::time::Duration;
 //!
-//! use matroska::{params, Cache, MemoryBackend};
-//! use matroska_seaorm::depth;
-//! use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityLoaderTrait};
+//! use matroska::{Cache, MemoryBackend};
+//! use matroska_seaorm::{depth, CachedDatabase};
+//! use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityLoaderTrait, EntityTrait};
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let db = sea_orm::Database::connect("sqlite::memory:").await?;
-//! #   db.get_schema_builder().register(author::Entity).register(article::Entity).apply(&db).await?;
-//!     // at start-up
+//! async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//!     // at start-up: the connection holds the cache
 //!     let cache = Cache::new(MemoryBackend::new());
-//!     matroska_seaorm::register(cache.clone());
-//! #   let ann = author::ActiveModel { name: Set("Ann".into()), ..Default::default() }.insert(&db).await?;
-//! #   let art = article::ActiveModel {
-//! #       title: Set("ownership".into()),
-//! #       author_id: Set(ann.id),
-//! #       category_id: Set(2),
-//! #       published: Set(true),
-//! #       ..Default::default()
-//! #   }
-//! #   .insert(&db)
-//! #   .await?;
+//!     let db = CachedDatabase::new(blog().await?, cache.clone());
 //!
-//!     // dependencies from what a query returned (the rows and their authors)
-//!     let articles = article::Entity::load().with(author::Entity).all(&db).await?;
-//!     let mut deps = matroska_seaorm::dependencies(&articles, depth! { author: 1 })?;
-//!     // and from the list the query selects (published articles of category 2)
-//!     let list = params! { "published" => true, "category_id" => 2 };
-//!     deps.extend(matroska_seaorm::list_deps::<article::Entity>(list)?);
-//!     cache.put("category:2", &articles, deps, Duration::from_secs(600)).await?;
+//!     // a cached list: the rows, their authors, and the list's condition
+//!     let ttl = Duration::from_secs(600);
+//!     let list = cache
+//!         .get_or_load("category:2", ttl, |deps| {
+//!             let db = db.clone();
+//!             async move {
+//!                 let rows = article::Entity::load().with(author::Entity).all(&db).await?;
+//!                 deps.extend(matroska_seaorm::dependencies(&rows, depth! { author: 1 })?);
+//!                 deps.extend(
+//!                     matroska_seaorm::list::<article::Entity>()
+//!                         .eq(article::Column::Published, true)
+//!                         .eq(article::Column::CategoryId, 2)
+//!                         .deps()?,
+//!                 );
+//!                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rows)
+//!             }
+//!         })
+//!         .await?;
+//!     assert_eq!(list.len(), 1);
 //!
-//!     // every save and delete through an ActiveModel now invalidates the right entries
+//!     // plain SeaORM: every write through `db` invalidates what it changed
+//!     let art = article::Entity::find_by_id(1).one(&db).await?.ok_or("no article 1")?;
 //!     let mut a: article::ActiveModel = art.into();
 //!     a.category_id = Set(3);
-//!     a.update(&db).await?; // drops pk(article, id) and the lists of categories 2 and 3
+//!     a.update(&db).await?; // drops the row's key and the lists of categories 2 AND 3
 //!     assert!(!cache.has("category:2").await?);
 //!     Ok(())
 //! }
 //! ```
 //!
-//! # What is automatic
+//! # The connection
 //!
-//! With [`derive(CacheEntity)`](CacheEntity), these invalidate by themselves:
-//! `ActiveModel::insert`, `update`, `save` and `delete`, and `Model::delete`.
+//! [`CachedDatabase`] wraps a `DatabaseConnection` and implements
+//! `ConnectionTrait`, `TransactionTrait` and `StreamTrait`, so it goes
+//! wherever SeaORM takes a connection. It reads every statement (with the
+//! [`sqlparser`](https://docs.rs/sqlparser) crate, in the connection's
+//! dialect; analyses are cached by statement text) and follows every
+//! transaction, whichever API opened it.
 //!
-//! The `ActiveModelEx` operations (the `ActiveModel::builder()` graph's
-//! `insert`, `update`, `save`, and `ModelEx::delete`, `Model::cascade_delete`)
-//! call those per-row methods, so cascaded children invalidate too, but only
-//! when run inside [`transaction`]: they open a transaction of their own, and
-//! outside [`transaction`] the first hook refuses it
-//! ([`Error::UnmanagedTransaction`], nothing is written). One part of them is
-//! never automatic: a delete removes many-to-many junction rows with
-//! `delete_many`, which runs no hook, so cached lists of the junction entity
-//! stay; follow it with [`bulk::invalidate_entity`] for the junction entity.
+//! Why a wrapper, and not SeaORM's hooks or its proxy connection:
+//! `ActiveModelBehavior` hooks run on only some write paths (not
+//! `delete_by_id`, `update_many`, `insert_many`, upserts, raw SQL), cannot
+//! tell whether they run in a transaction, and have no after-commit hook.
+//! SeaORM's proxy connection (`ProxyDatabaseTrait`) sees statements but is
+//! synchronous and sees no transaction identity. A wrapper sees every
+//! statement, every begin, commit and rollback, and can run its own reads in
+//! the same transaction as the write. Its cost is measured in
+//! `BENCHMARKS.md`.
 //!
-//! | write | invalidates |
+//! ## Every write API, and what it invalidates
+//!
+//! *Precise*: the rows' keys, the lists (scopes) of the old **and** new
+//! values of the columns they watch, the relations the rows leave and join.
+//! *Coarse*: every cached list and relation of the table (every entry whose
+//! dependencies carry the table's switch, which every helper of this crate
+//! adds). *Refused*: an error before anything is written.
+//!
+//! | write | through a `CachedDatabase` |
 //! |---|---|
-//! | insert | the new row's key, the lists it enters |
-//! | update of a watched column | the row's key, the lists of the old **and** new values of the watched columns changed (the old row is re-read by key first, on the same connection) |
-//! | update of other columns only (a view counter) | the row's key |
-//! | delete | the row's key, the lists it leaves (re-read by key first if the entity has scopes) |
+//! | `ActiveModel::insert`, `save` (new), `Entity::insert(..).exec*`, `insert_many(..).exec*` | precise (new rows from `RETURNING`, their keys, or a read by key; on MySQL a multi-row insert's keys are unknown: its lists by value are coarse, "not found" entries dropped) |
+//! | `ActiveModel::update`, `save`, `update_without_returning`, `Entity::update(..).exec*` | precise (the old row read `FOR UPDATE` first when a watched, key or foreign-key column changes) |
+//! | `update_many().col_expr(..).filter(..).exec*` | precise (the matching rows read `FOR UPDATE` first; new values from the parameters or a read by key) |
+//! | `ActiveModel::delete`, `Model::delete`, `delete_by_id`, `Entity::delete(..)`, `delete_many().filter(..).exec*` | precise (the rows read first when the entity has lists by value or relations) |
+//! | upserts (`on_conflict`, `ON DUPLICATE KEY UPDATE`, `REPLACE`) | precise for the new rows, coarse for the rows they may overwrite |
+//! | `ActiveModelEx` builders (`ActiveModel::builder()..insert/save`), `ModelEx::delete`, `cascade_delete`, junction maintenance | precise (they are the statements above, inside a transaction the connection follows) |
+//! | raw SQL (`execute_unprepared`, `execute_raw`, `query_*_raw`) that parses | as the statement kinds above; `INSERT .. SELECT`, `UPDATE .. FROM`, multi-table deletes, `TRUNCATE`, DDL, several statements in one string, writing CTEs: coarse |
+//! | `CALL`, `DO`, `MERGE`, `COPY` and other statements whose writes cannot be told | coarse for every cached entity |
+//! | text the parser cannot read | refused ([`Refusal::Unparsed`]), or coarse for every cached entity with [`UnparsedStatements::InvalidateEverything`]; [`CachedDatabase::execute_touching`] runs it naming its tables |
+//! | `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT` as SQL text | refused ([`Refusal::TransactionControl`]) |
+//! | tables of entities without `derive(CacheEntity)` | coarse for that table |
+//! | migrations (they need the inner connection) | [`CachedDatabase::migrate`]: coarse for every cached entity after they ran |
+//! | an `ActiveModel` write through another connection while a `CachedDatabase` exists | refused by the entity's hook ([`Refusal::UncachedConnection`]; see [`allow_uncached_writes`]) |
 //!
-//! **Not automatic**: `insert_many`, `update_many`, `delete_many`,
-//! `delete_by_id`, `Entity::insert/update/delete(..).exec*`, upserts,
-//! `update_without_returning` (it runs no `after_save`) and raw SQL. Use the
-//! [`bulk`] helpers, or [`bulk::invalidate_entity`].
+//! A plain `SELECT` is never parsed. A function called from a `SELECT` that
+//! writes is not seen.
 //!
-//! # Transactions
+//! ## Transactions
 //!
-//! Hooks run before the commit. Open transactions with [`transaction`]: it
-//! invalidates everything again after the outermost commit. A hook running on
-//! a `DatabaseTransaction` not opened by it fails by default
-//! ([`UnmanagedTransactions`]), because its invalidation could be undone by a
-//! reader caching the old row before the commit. `ActiveModelEx` operations
-//! open a transaction of their own: run them inside [`transaction`].
+//! Writes inside a transaction are invalidated right after the outermost
+//! commit, whichever API opened it (`begin`, `transaction`, nested
+//! savepoints, `ActiveModelEx`). Savepoints rolled back invalidate nothing
+//! of theirs. Nothing read inside a transaction is cached: a
+//! [`Cache::get_or_load`](matroska::Cache::get_or_load) whose loader reads
+//! through a transaction returns its value without storing it or sharing it
+//! with other callers, so no reader outside ever sees uncommitted data, and
+//! a rollback, an error, a panic or a dropped transaction leaves nothing of
+//! it in the cache. A write whose caller stops waiting (a cancelled future)
+//! may still run: the transaction keeps a coarse invalidation for it.
+//! Outside a transaction, a write runs to completion in a task of its own,
+//! invalidation included. A write that must read rows first runs in a short
+//! transaction of its own (SQLite: `BEGIN IMMEDIATE`), with `FOR UPDATE` on
+//! PostgreSQL and MySQL, so concurrent writers moving the same row are
+//! serialised and each invalidates the lists it really moved the row
+//! between.
 //!
-//! # Registration
+//! ## The cache never breaks a write
 //!
-//! Hooks find the cache through [`register`] (process-wide) or
-//! [`Registration::scope`] (one task). A write with no cache registered fails
-//! with [`Error::NotRegistered`] before any SQL runs; a failed invalidation
-//! fails the save or delete (the row is written then) and is traced.
+//! * No cache: use the plain `DatabaseConnection` (seeders, tests,
+//!   migrations): entities' hooks let writes through while no
+//!   `CachedDatabase` exists in the process.
+//! * Cache unreachable: the write is committed and returns `Ok`; the cache
+//!   keeps its invalidation pending and applies it before it serves reads
+//!   again. [`CachedDatabase::pending_invalidations`],
+//!   [`CachedDatabase::flush`] and [`CachedTransaction::commit_with_report`]
+//!   tell "written and invalidated" from "written, invalidation pending".
+//! * Not written: a `DbErr` from the database, or a [`Refusal`] (read back
+//!   with [`Refusal::of`]).
+//!
+//! # Dependencies of cached values
+//!
+//! * [`dependencies`] walks loaded rows and relations down a [`Depth`]
+//!   map: each row's key and its entity's switch, and for each `has_many` /
+//!   `has_one` relation walked, the membership of the parent's children, so
+//!   a child inserted, moved or deleted drops the parent's entry.
+//! * [`list`] and [`list_deps`]: a filtered list's condition.
+//! * [`not_found`]: a cached "no such row".
+//! * [`pk_dep`], [`pk_dep_of`], [`entity_dep`]: keys and switches by hand.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod bulk;
+mod connection;
 mod depth;
+mod entity;
 mod error;
-mod hooks;
 mod key;
-mod registry;
-mod txn;
+mod list;
+mod statement;
 mod value;
 mod walk;
 
+pub use connection::{
+    allow_uncached_writes, check_connection, CachedDatabase, CachedDatabaseBuilder, CachedStream, CachedTransaction,
+    Committed, Invalidator, Refusal, UnparsedStatements, WriteStats,
+};
 pub use depth::Depth;
+pub use entity::CacheEntity;
 pub use error::Error;
-pub use hooks::{after_delete, after_save, before_delete, before_save, changed_columns, list_deps, CacheEntity};
-pub use key::{active_pk_dep, entity_dep, entity_name, pk_dep, pk_dep_of};
+pub use key::{active_pk_dep, changed_columns, entity_dep, entity_name, pk_dep, pk_dep_of};
+pub use list::{list, list_deps, not_found, ListCondition};
 pub use matroska;
 /// Derives on an entity's `Model` (and the `ModelEx` of `#[sea_orm::model]`):
 /// see the [crate docs](crate) and the `matroska` attribute below.
 ///
 /// ```text
-/// #[matroska(scope(fields("published", "category_id")))]   // a list filtered by these columns; repeatable
+/// #[matroska(scope(fields("published", "category_id")))]   // a list filtered by these fields; repeatable
+/// #[matroska(scope(fields("category_id"), watch("price")))] // ... whose order or cut also depends on `price` (top-N)
 /// #[matroska(scopes = path::to::fn)]                       // fn() -> matroska::Scopes<Model>, extended by scope(..)
 /// #[matroska(manual_behavior)]                             // do not implement ActiveModelBehavior
 /// ```
 ///
-/// It implements [`CacheEntity`] for `Entity`, [`Walk`] for `Model` and
+/// It implements [`CacheEntity`] for `Entity` (scope parameters named by
+/// the columns' database names, as SeaORM names them), registers the entity
+/// with every [`CachedDatabase`], implements [`Walk`] for `Model` and
 /// `ModelEx` (relation fields `HasOne`, `HasMany`, `BelongsTo` by name), and
-/// `ActiveModelBehavior` for `ActiveModel` calling [`before_save`],
-/// [`after_save`], [`before_delete`] and [`after_delete`].
+/// `ActiveModelBehavior` for `ActiveModel` with [`check_connection`] in
+/// `before_save` and `before_delete`.
 pub use matroska_seaorm_macros::CacheEntity;
 /// Derives [`Walk`] for your own struct: each field is a relation by its name
 /// in a depth map (`#[matroska(skip)]` leaves a field out).
 pub use matroska_seaorm_macros::Walk;
-pub use registry::{register, unregister, Invalidator, Registration, UnmanagedTransactions};
-pub use txn::{transaction, TransactionError};
 pub use value::to_value;
 pub use walk::{dependencies, Collector, Walk};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::walk::{walk_row, RelationField};
+    pub use crate::entity::{EntityInfoHandle, Registered};
+    pub use crate::walk::{children, children_via, row_children_in, walk_row, RelationField};
     pub use async_trait::async_trait;
+    pub use inventory;
     pub use sea_orm;
 
     /// Type-checks a typed depth map; never called at run time.
@@ -174,12 +194,27 @@ pub mod __private {
     pub fn field<R: RelationField>(_: &R, _: impl FnOnce(&R::Target)) {}
 
     /// A field's value as a scope parameter.
-    pub fn value<T: Clone + Into<sea_orm::Value>>(v: &T) -> matroska::Value {
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedValue`](crate::Error::UnsupportedValue).
+    pub fn value<T: Clone + Into<sea_orm::Value>>(v: &T) -> Result<matroska::Value, crate::Error> {
         crate::to_value(&v.clone().into())
     }
 
-    /// A new scope set for `E`, named after its table.
+    /// A column's database name.
+    pub fn column_name<C: sea_orm::IdenStatic>(c: C) -> &'static str {
+        c.as_str()
+    }
+
+    /// Adds the list of every row (no parameters) to scopes given by hand.
+    pub fn with_all_rows<T: 'static>(scopes: matroska::Scopes<T>) -> matroska::Scopes<T> {
+        scopes.describes(Vec::<String>::new(), |_: &T| Some(matroska::Params::new()))
+    }
+
+    /// A new scope set for `E`, named after its table, with the list of
+    /// every row (no parameters).
     pub fn new_scopes<E: sea_orm::EntityTrait>() -> matroska::Scopes<E::Model> {
         matroska::Scopes::new(crate::entity_name::<E>(), matroska::Mode::default())
+            .describes(Vec::<String>::new(), |_: &E::Model| Some(matroska::Params::new()))
     }
 }

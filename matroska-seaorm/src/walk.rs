@@ -1,14 +1,17 @@
 //! Walking loaded rows and relations down a depth map.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 
-use matroska::Dep;
+use matroska::{Dep, Params};
 use sea_orm::entity::prelude::{BelongsTo, HasMany, HasOne};
 use sea_orm::entity::BelongsToCardinality;
-use sea_orm::{EntityTrait, ModelTrait};
+use sea_orm::sea_query::TableRef;
+use sea_orm::{EntityTrait, Iterable, ModelTrait, Related, RelationDef, RelationTrait};
 
 use crate::depth::Depth;
 use crate::key::{entity_dep, entity_name, pk_dep};
+use crate::value::to_value;
 use crate::Error;
 
 /// The dependencies gathered by a walk: each row once, in the order reached.
@@ -71,6 +74,116 @@ pub trait Walk {
     {
         None
     }
+
+    /// For a row: adds the membership of its children in table
+    /// `child_table` (the relation a cached parent-with-children depends
+    /// on). Called for the first element of a pair whose second holds such
+    /// children (`find_with_related`).
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedValue`] if a key has no canonical form.
+    fn children_in(&self, child_table: &str, out: &mut Collector) -> Result<(), Error> {
+        let _ = (child_table, out);
+        Ok(())
+    }
+}
+
+fn table_of(t: &TableRef) -> String {
+    match t {
+        TableRef::Table(name, _) => name.1.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Adds the membership dependency of `parent`'s children through relation
+/// `def` (from the parent to the table holding the foreign key): the
+/// condition `(that table, {fk columns: the parent's key})`, which every
+/// write moving a row into or out of the relation invalidates, and that
+/// table's switch.
+fn membership<P: ModelTrait>(parent: &P, def: &RelationDef, out: &mut Collector) -> Result<(), Error> {
+    let child_table = table_of(&def.to_tbl);
+    let mut params = Params::new();
+    for (from, to) in def.from_col.iter().zip(def.to_col.iter()) {
+        let name = from.to_string();
+        let column = <P::Entity as EntityTrait>::Column::from_str(&name)
+            .map_err(|_| Error::UnknownColumn { table: entity_name::<P::Entity>(), column: name.clone() })?;
+        let v = to_value(&parent.get(column))?;
+        if v == matroska::Value::Null {
+            return Ok(());
+        }
+        params.insert(to.to_string(), v);
+    }
+    out.push(Dep::condition(&child_table, params));
+    out.push(Dep::invalidate_all(&child_table));
+    Ok(())
+}
+
+/// Whether a relation field holds loaded rows (only then does the cached
+/// value depend on who the children are).
+#[doc(hidden)]
+pub trait LoadedRelation {
+    /// Whether the relation was loaded.
+    fn is_loaded(&self) -> bool;
+}
+
+impl<E: EntityTrait> LoadedRelation for HasMany<E> {
+    fn is_loaded(&self) -> bool {
+        matches!(self, HasMany::Loaded(_))
+    }
+}
+
+impl<E: EntityTrait> LoadedRelation for HasOne<E> {
+    fn is_loaded(&self) -> bool {
+        matches!(self, HasOne::Loaded(_))
+    }
+}
+
+/// The children of `parent` in entity `C` (a loaded `has_many` or `has_one`
+/// field): every relation of `P` whose other side holds a foreign key into
+/// `P` and is `C`'s table.
+#[doc(hidden)]
+pub fn children<P: ModelTrait, C: EntityTrait>(
+    parent: &P,
+    field: &impl LoadedRelation,
+    out: &mut Collector,
+) -> Result<(), Error> {
+    if !field.is_loaded() {
+        return Ok(());
+    }
+    children_in_table(parent, entity_name::<C>(), out)
+}
+
+fn children_in_table<P: ModelTrait>(parent: &P, table: &str, out: &mut Collector) -> Result<(), Error> {
+    for def in <P::Entity as EntityTrait>::Relation::iter().map(|r| r.def()) {
+        if def.is_owner && table_of(&def.to_tbl) == table {
+            membership(parent, &def, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The children of `parent` in entity `C` through a junction (a `has_many`
+/// field with `via`): the junction rows pointing at `parent`.
+#[doc(hidden)]
+pub fn children_via<P, C>(parent: &P, field: &impl LoadedRelation, out: &mut Collector) -> Result<(), Error>
+where
+    P: ModelTrait,
+    P::Entity: Related<C>,
+    C: EntityTrait,
+{
+    if !field.is_loaded() {
+        return Ok(());
+    }
+    match <P::Entity as Related<C>>::via() {
+        Some(def) => membership(parent, &def, out),
+        None => children_in_table(parent, entity_name::<C>(), out),
+    }
+}
+
+/// For the derive: [`Walk::children_in`] of a row.
+#[doc(hidden)]
+pub fn row_children_in<P: ModelTrait>(parent: &P, table: &str, out: &mut Collector) -> Result<(), Error> {
+    children_in_table(parent, table, out)
 }
 
 /// The dependencies of `value`: the primary key of every row reached (once),
@@ -120,6 +233,9 @@ impl<T: Walk + ?Sized> Walk for &T {
     fn walk(&self, depth: &Depth, out: &mut Collector) -> Result<(), Error> {
         (**self).walk(depth, out)
     }
+    fn children_in(&self, child_table: &str, out: &mut Collector) -> Result<(), Error> {
+        (**self).children_in(child_table, out)
+    }
 }
 
 impl<T: Walk + ?Sized> Walk for Box<T> {
@@ -163,6 +279,10 @@ impl<A: Walk, B: Walk> Walk for (A, B) {
         match B::relation_name() {
             Some(name) => {
                 self.0.walk(&depth.without(name), out)?;
+                if depth.descend(name).is_some() || !depth.mentions(name) {
+                    // the pair holds the first element's children of that table
+                    self.0.children_in(name, out)?;
+                }
                 if !depth.mentions(name) {
                     self.1.walk(&Depth::new(), out)
                 } else if let Some(inner) = depth.descend(name) {

@@ -9,6 +9,10 @@
 
 use matroska::{Dep, Value};
 use matroska_seaorm::{active_pk_dep, pk_dep, pk_dep_of, to_value};
+
+fn tv(v: &SeaValue) -> Value {
+    to_value(v).unwrap()
+}
 use proptest::prelude::*;
 use sea_orm::sea_query::{Enum, OptionEnum};
 use sea_orm::{IntoActiveModel, Value as SeaValue};
@@ -155,7 +159,7 @@ proptest! {
             pk_dep(&mixed::Model { n, s: String::new() }),
             pk_dep(&pair::Model { a: n.to_string(), b: String::new() })
         );
-        prop_assert_ne!(to_value(&SeaValue::BigInt(Some(n))), to_value(&SeaValue::String(Some(n.to_string()))));
+        prop_assert_ne!(tv(&SeaValue::BigInt(Some(n))), tv(&SeaValue::String(Some(n.to_string()))));
     }
 
     /// `i32` and `i64` keys of the same table meet; distinct values stay apart.
@@ -170,40 +174,65 @@ proptest! {
     #[test]
     fn integers_map_to_int(n in any::<i64>(), u in any::<u64>()) {
         let v = Value::Int(n);
-        prop_assert_eq!(to_value(&SeaValue::BigInt(Some(n))), v.clone());
-        if let Ok(i) = i32::try_from(n) { prop_assert_eq!(to_value(&SeaValue::Int(Some(i))), v.clone()); }
-        if let Ok(i) = i16::try_from(n) { prop_assert_eq!(to_value(&SeaValue::SmallInt(Some(i))), v.clone()); }
-        if let Ok(i) = i8::try_from(n) { prop_assert_eq!(to_value(&SeaValue::TinyInt(Some(i))), v.clone()); }
-        if let Ok(i) = u32::try_from(n) { prop_assert_eq!(to_value(&SeaValue::Unsigned(Some(i))), v.clone()); }
-        if let Ok(i) = u16::try_from(n) { prop_assert_eq!(to_value(&SeaValue::SmallUnsigned(Some(i))), v.clone()); }
-        if let Ok(i) = u8::try_from(n) { prop_assert_eq!(to_value(&SeaValue::TinyUnsigned(Some(i))), v.clone()); }
+        prop_assert_eq!(tv(&SeaValue::BigInt(Some(n))), v.clone());
+        if let Ok(i) = i32::try_from(n) { prop_assert_eq!(tv(&SeaValue::Int(Some(i))), v.clone()); }
+        if let Ok(i) = i16::try_from(n) { prop_assert_eq!(tv(&SeaValue::SmallInt(Some(i))), v.clone()); }
+        if let Ok(i) = i8::try_from(n) { prop_assert_eq!(tv(&SeaValue::TinyInt(Some(i))), v.clone()); }
+        if let Ok(i) = u32::try_from(n) { prop_assert_eq!(tv(&SeaValue::Unsigned(Some(i))), v.clone()); }
+        if let Ok(i) = u16::try_from(n) { prop_assert_eq!(tv(&SeaValue::SmallUnsigned(Some(i))), v.clone()); }
+        if let Ok(i) = u8::try_from(n) { prop_assert_eq!(tv(&SeaValue::TinyUnsigned(Some(i))), v.clone()); }
         let expected = i64::try_from(u).map_or(Value::UInt(u), Value::Int);
-        prop_assert_eq!(to_value(&SeaValue::BigUnsigned(Some(u))), expected);
+        prop_assert_eq!(tv(&SeaValue::BigUnsigned(Some(u))), expected);
     }
 
     /// Strings, chars, enums, bytes, bools and floats keep their value.
     #[test]
     fn scalars_map_verbatim(s in any::<String>(), c in any::<char>(), b in any::<Vec<u8>>(), t in any::<bool>(), f in any::<f64>(), g in any::<f32>()) {
-        prop_assert_eq!(to_value(&SeaValue::String(Some(s.clone()))), Value::Str(s.clone()));
-        prop_assert_eq!(to_value(&SeaValue::Char(Some(c))), Value::Str(c.to_string()));
+        prop_assert_eq!(tv(&SeaValue::String(Some(s.clone()))), Value::Str(s.clone()));
+        prop_assert_eq!(tv(&SeaValue::Char(Some(c))), Value::Str(c.to_string()));
         let e = OptionEnum::Some(Box::new(Enum { type_name: "mood".into(), value: s.clone().into() }));
-        prop_assert_eq!(to_value(&SeaValue::Enum(e)), Value::Str(s));
-        prop_assert_eq!(to_value(&SeaValue::Bytes(Some(b.clone()))), Value::Bytes(b));
-        prop_assert_eq!(to_value(&SeaValue::Bool(Some(t))), Value::Bool(t));
-        prop_assert_eq!(to_value(&SeaValue::Double(Some(f))), Value::Float(f));
-        prop_assert_eq!(to_value(&SeaValue::Float(Some(g))), Value::Float(f64::from(g)));
+        prop_assert_eq!(tv(&SeaValue::Enum(e)), Value::Str(s));
+        prop_assert_eq!(tv(&SeaValue::Bytes(Some(b.clone()))), Value::Bytes(b));
+        prop_assert_eq!(tv(&SeaValue::Bool(Some(t))), Value::Bool(t));
+        prop_assert_eq!(tv(&SeaValue::Double(Some(f))), Value::Float(f));
+        prop_assert_eq!(tv(&SeaValue::Float(Some(g))), Value::Float(f64::from(g)));
     }
 
-    /// Types without a mapping use a `~`-prefixed rendering, distinct for
-    /// distinct values of the type.
+    /// JSON is canonical: the order keys were written in does not matter,
+    /// distinct documents stay distinct.
     #[test]
-    fn unmapped_types_are_distinct(a in any::<i64>(), b in any::<i64>()) {
-        let json = |n: i64| to_value(&SeaValue::Json(Some(Box::new(serde_json::json!({ "n": n })))));
-        let Value::Str(s) = json(a) else { return Err(TestCaseError::fail("not a string")) };
-        prop_assert!(s.starts_with('~'), "{}", s);
-        prop_assert_eq!(a == b, json(a) == json(b));
-        prop_assert_eq!(json(a), json(a));
+    fn json_is_canonical(a in any::<i64>(), b in any::<i64>(), k in "[a-z]{1,4}") {
+        let json = |v: serde_json::Value| tv(&SeaValue::Json(Some(Box::new(v))));
+        let one = json(serde_json::json!({ "n": a, k.clone(): b }));
+        let other_order: serde_json::Value = serde_json::from_str(&format!("{{\"{k}\": {b}, \"n\": {a}}}")).unwrap();
+        if k != "n" {
+            prop_assert_eq!(&one, &json(other_order));
+        }
+        prop_assert_eq!(a == b, json(serde_json::json!({ "n": a })) == json(serde_json::json!({ "n": b })));
     }
+}
+
+/// A type without a canonical form is refused, never rendered through `Debug`.
+#[test]
+fn unmapped_types_are_refused() {
+    let array = SeaValue::Array(sea_orm::sea_query::ArrayType::Int, Some(Box::new(vec![SeaValue::Int(Some(1))])));
+    let err = to_value(&array).unwrap_err();
+    assert!(matches!(err, matroska_seaorm::Error::UnsupportedValue { .. }), "{err}");
+    assert!(err.to_string().contains("Array"), "{err}");
+}
+
+/// Dates, times, decimals and UUIDs have one form each.
+#[test]
+fn typed_values_are_canonical() {
+    use sea_orm::prelude::{ChronoDateTimeWithTimeZone, Decimal};
+    let at = |s: &str| tv(&SeaValue::ChronoDateTimeWithTimeZone(Some(ChronoDateTimeWithTimeZone::parse_from_rfc3339(s).unwrap())));
+    assert_eq!(at("2024-01-02T03:04:05+02:00"), at("2024-01-02T01:04:05Z"), "one instant, two offsets");
+    assert_ne!(at("2024-01-02T03:04:05+02:00"), at("2024-01-02T03:04:05Z"));
+    let dec = |s: &str| tv(&SeaValue::Decimal(Some(s.parse::<Decimal>().unwrap())));
+    assert_eq!(dec("1.50"), dec("1.5"));
+    assert_ne!(dec("1.51"), dec("1.5"));
+    let id = uuid::Uuid::parse_str("A1A2A3A4-B1B2-C1C2-D1D2-D3D4D5D6D7D8").unwrap();
+    assert_eq!(tv(&SeaValue::Uuid(Some(id))), Value::Str("a1a2a3a4-b1b2-c1c2-d1d2-d3d4d5d6d7d8".into()));
 }
 
 /// `NULL` of every type is `Value::Null`.
@@ -228,7 +257,7 @@ fn nulls_map_to_null() {
         SeaValue::Enum(OptionEnum::None("mood".into())),
     ];
     for v in nulls {
-        assert_eq!(to_value(&v), Value::Null, "{v:?}");
+        assert_eq!(tv(&v), Value::Null, "{v:?}");
     }
 }
 

@@ -1,6 +1,7 @@
-//! Every public async fn of the crate returns a `Send` future, so it can run
-//! on a multi-threaded runtime and inside `tokio::spawn`. The check is done by
-//! the compiler; the test only makes sure the checking function is built.
+//! Every public async fn of the crate returns a `Send` future, and the
+//! connection types are `Send + Sync`, so they run on a multi-threaded
+//! runtime and inside `tokio::spawn`. The check is done by the compiler; the
+//! test only makes sure the checking function is built.
 //!
 //! Nothing here touches a database: `cargo test -p matroska-seaorm --test send`.
 
@@ -9,48 +10,42 @@ mod common;
 use std::future::Future;
 
 use common::*;
-use matroska_seaorm::{bulk, Registration};
-use sea_orm::sea_query::{Condition, Expr};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
+use matroska_seaorm::{CachedDatabase, CachedTransaction};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, TransactionSession, TransactionTrait};
 
 fn is_send<F: Future + Send>(_: F) {}
+fn send_sync<T: Send + Sync>() {}
 
-/// Builds (never polls) one future of every public async fn, on a pool and on
-/// a transaction.
+/// Builds (never polls) one future of every public async fn, on the
+/// connection and on a transaction.
 #[allow(dead_code)]
-fn futures(db: &DatabaseConnection, txn: &DatabaseTransaction, am: article::ActiveModel, m: article::Model) {
-    // hooks
-    is_send(matroska_seaorm::before_save(am.clone(), db, false));
-    is_send(matroska_seaorm::before_save(am.clone(), txn, true));
-    is_send(matroska_seaorm::after_save(m.clone(), db, false));
-    is_send(matroska_seaorm::after_save(m, txn, true));
-    is_send(matroska_seaorm::before_delete(am.clone(), db));
-    is_send(matroska_seaorm::before_delete(am.clone(), txn));
-    is_send(matroska_seaorm::after_delete(am.clone(), db));
-    is_send(matroska_seaorm::after_delete(am.clone(), txn));
+fn futures(db: &CachedDatabase, txn: &CachedTransaction, owned: CachedTransaction, am: article::ActiveModel) {
+    is_send(am.clone().insert(db));
+    is_send(am.clone().update(txn));
+    is_send(article::Entity::find().all(db));
+    is_send(article::Entity::find().stream(db));
+    is_send(article::Entity::find().stream(txn));
+    is_send(db.execute_unprepared("DELETE FROM article"));
+    is_send(txn.execute_unprepared("DELETE FROM article"));
+    is_send(db.begin());
+    is_send(txn.begin());
+    is_send(db.transaction(|t| Box::pin(async move { Ok::<_, DbErr>(t.depth()) })));
+    is_send(txn.transaction(|t| Box::pin(async move { Ok::<_, DbErr>(t.depth()) })));
+    is_send(db.flush());
+    is_send(db.execute_touching(sea_orm::Statement::from_string(db.get_database_backend(), ""), &["article"]));
+    is_send(db.migrate(|_| async { Ok::<_, DbErr>(()) }));
+    is_send(owned.commit_with_report());
+}
 
-    // transactions, outermost and nested
-    is_send(matroska_seaorm::transaction(db, |t| Box::pin(async move { Ok::<_, DbErr>(t.is_mock_connection()) })));
-    is_send(matroska_seaorm::transaction(txn, |t| Box::pin(async move { Ok::<_, DbErr>(t.is_mock_connection()) })));
-
-    // bulk helpers
-    is_send(bulk::insert_many(db, [am.clone()]));
-    is_send(bulk::insert_many(txn, [am]));
-    is_send(bulk::update_many::<article::Entity, _, _>(db, Condition::all(), |u| {
-        u.col_expr(article::Column::Views, Expr::value(0))
-    }));
-    is_send(bulk::update_many::<article::Entity, _, _>(txn, Condition::all(), |u| u));
-    is_send(bulk::delete_many::<article::Entity, _>(db, Condition::all()));
-    is_send(bulk::delete_many::<article::Entity, _>(txn, Condition::all()));
-    is_send(bulk::invalidate_entity::<article::Entity>());
-
-    // registration
-    is_send(Registration::new(new_cache()).scope(async {}));
-    is_send(Registration::new(new_cache()).scope(bulk::invalidate_entity::<author::Entity>()));
+#[allow(dead_code)]
+fn owned_commit(txn: CachedTransaction) {
+    is_send(txn.commit());
 }
 
 #[test]
 fn futures_are_send() {
-    let f: fn(&DatabaseConnection, &DatabaseTransaction, article::ActiveModel, article::Model) = futures;
+    let f: fn(&CachedDatabase, &CachedTransaction, CachedTransaction, article::ActiveModel) = futures;
     let _ = f;
+    send_sync::<CachedDatabase>();
+    send_sync::<CachedTransaction>();
 }

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use matroska::Dep;
-use matroska_seaorm::{changed_columns, dependencies, depth, pk_dep, pk_dep_of, Depth, Registration, Walk};
+use matroska_seaorm::{changed_columns, dependencies, depth, pk_dep, pk_dep_of, Depth, Walk};
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, IntoActiveModel};
 
@@ -27,7 +27,7 @@ fn pk(table: &str, id: i32) -> Dep {
 
 #[test]
 fn keys_agree_across_model_active_model_and_value() {
-    let m = article::Model { id: 7, title: "t".into(), author_id: 1, category_id: 2, published: true, views: 0 };
+    let m = article::Model { id: 7, title: "t".into(), author_id: 1, category_id: 2, published: true, views: 0, price: 1 };
     let am: article::ActiveModel = m.clone().into_active_model();
     assert_eq!(pk_dep(&m), pk("article", 7));
     assert_eq!(matroska_seaorm::active_pk_dep(&am), Some(pk("article", 7)));
@@ -40,14 +40,14 @@ fn keys_agree_across_model_active_model_and_value() {
     assert_ne!(pk_dep_of::<article_tag::Entity>((2, 1)), pk_dep(&at));
     // typed: a string key is its value, unquoted, and differs from a number
     assert_eq!(
-        matroska_seaorm::to_value(&sea_orm::Value::String(Some("it's".into()))),
+        matroska_seaorm::to_value(&sea_orm::Value::String(Some("it's".into()))).unwrap(),
         matroska::Value::Str("it's".into())
     );
 }
 
 #[test]
 fn changed_columns_are_the_set_ones() {
-    let m = article::Model { id: 7, title: "t".into(), author_id: 1, category_id: 2, published: true, views: 0 };
+    let m = article::Model { id: 7, title: "t".into(), author_id: 1, category_id: 2, published: true, views: 0, price: 1 };
     let mut am: article::ActiveModel = m.into();
     assert!(changed_columns(&am).is_empty());
     am.views = Set(1);
@@ -71,8 +71,7 @@ fn depth_macro_and_builder() {
 async fn walks_loaded_relations_once_each() {
     let tdb = TestDb::new("walks").await;
     let db = &tdb.db;
-    Registration::new(new_cache())
-        .scope(async {
+    async {
             let ann = author::ActiveModel { name: Set("Ann".into()), ..Default::default() }.insert(db).await.unwrap();
             let bob = author::ActiveModel { name: Set("Bob".into()), ..Default::default() }.insert(db).await.unwrap();
             let cat =
@@ -85,6 +84,7 @@ async fn walks_loaded_relations_once_each() {
                     category_id: Set(cat.id),
                     published: Set(true),
                     views: Set(0),
+                    price: Set(1),
                     ..Default::default()
                 }
                 .insert(db)
@@ -109,15 +109,19 @@ async fn walks_loaded_relations_once_each() {
                 .await
                 .unwrap();
             let deps = dependencies(&loaded, depth! { author: 1, comments: { author: 1 } }).unwrap();
+            // each article's comments are a relation: who its children are
+            let comments_of = |id: i32| Dep::condition("comment", matroska::params! { "article_id" => id });
             let expected = [
                 pk("article", ids[0]),
                 Dep::invalidate_all("article"),
                 pk("author", ann.id),
                 Dep::invalidate_all("author"),
-                pk("comment", c.id),
+                comments_of(ids[0]),
                 Dep::invalidate_all("comment"),
+                pk("comment", c.id),
                 pk("author", bob.id),
                 pk("article", ids[1]),
+                comments_of(ids[1]),
             ];
             assert_eq!(deps, expected, "Ann reached twice gives one dependency");
 
@@ -158,7 +162,7 @@ async fn walks_loaded_relations_once_each() {
             assert_eq!(deps, [pk("article", ids[0]), Dep::invalidate_all("article")]);
             let err = dependencies(&page, depth! { title: 1 }).unwrap_err();
             assert!(matches!(err, matroska_seaorm::Error::UnknownRelation { .. }), "{err}");
-        })
-        .await;
+    }
+    .await;
     tdb.drop_db().await;
 }

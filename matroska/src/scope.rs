@@ -234,6 +234,13 @@ impl<T> Scopes<T> {
         self.describers.iter().any(|d| d.watch.contains(field))
     }
 
+    /// Whether some list of this type depends on an object's values: a
+    /// describer with parameters. (A describer of no parameters, the list
+    /// of every object, only changes when objects are created or deleted.)
+    pub fn describes_values(&self) -> bool {
+        self.describers.iter().any(|d| !d.params.is_empty() || !d.watch.is_empty())
+    }
+
     /// Every watched field.
     pub fn watched_fields(&self) -> BTreeSet<&str> {
         self.describers.iter().flat_map(|d| d.watch.iter().map(String::as_str)).collect()

@@ -38,12 +38,24 @@ pub fn derive_walk(input: TokenStream) -> TokenStream {
     expand_walk(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }
 
+/// One `scope(fields(..), watch(..))` attribute.
+struct ScopeAttr {
+    fields: Vec<LitStr>,
+    watch: Vec<LitStr>,
+}
+
 /// The parsed `#[matroska(..)]` attributes of an entity.
 #[derive(Default)]
 struct EntityAttrs {
-    scopes: Vec<(Vec<LitStr>, Span)>,
+    scopes: Vec<(ScopeAttr, Span)>,
     scopes_fn: Option<Path>,
     manual_behavior: bool,
+}
+
+fn string_list(input: syn::parse::ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
+    let content;
+    syn::parenthesized!(content in input);
+    Ok(content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?.into_iter().collect())
 }
 
 fn parse_entity_attrs(input: &DeriveInput) -> syn::Result<EntityAttrs> {
@@ -56,23 +68,31 @@ fn parse_entity_attrs(input: &DeriveInput) -> syn::Result<EntityAttrs> {
             if meta.path.is_ident("scope") {
                 let span = meta.path.span();
                 let mut fields = None;
+                let mut watch = Vec::new();
                 meta.parse_nested_meta(|inner| {
                     if inner.path.is_ident("fields") {
-                        let content;
-                        syn::parenthesized!(content in inner.input);
-                        let list = content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?;
+                        let list = string_list(inner.input)?;
                         if list.is_empty() {
                             return Err(inner.error("`fields(..)` needs at least one field name"));
                         }
-                        fields = Some(list.into_iter().collect::<Vec<_>>());
+                        fields = Some(list);
+                        Ok(())
+                    } else if inner.path.is_ident("watch") {
+                        let list = string_list(inner.input)?;
+                        if list.is_empty() {
+                            return Err(inner.error("`watch(..)` needs at least one field name"));
+                        }
+                        watch = list;
                         Ok(())
                     } else {
-                        Err(inner.error("expected `fields(\"column\", ..)`"))
+                        Err(inner.error(
+                            "expected `fields(\"field\", ..)` or `watch(\"field\", ..)` (columns that reorder or cut the list, such as an ORDER BY column of a top-N list)",
+                        ))
                     }
                 })?;
                 match fields {
-                    Some(f) => out.scopes.push((f, span)),
-                    None => return Err(meta.error("expected `scope(fields(\"column\", ..))`")),
+                    Some(fields) => out.scopes.push((ScopeAttr { fields, watch }, span)),
+                    None => return Err(meta.error("expected `scope(fields(\"field\", ..))`")),
                 }
                 Ok(())
             } else if meta.path.is_ident("scopes") {
@@ -83,7 +103,7 @@ fn parse_entity_attrs(input: &DeriveInput) -> syn::Result<EntityAttrs> {
                 Ok(())
             } else {
                 Err(meta.error(
-                    "unknown matroska attribute; expected `scope(fields(..))`, `scopes = path` or `manual_behavior`",
+                    "unknown matroska attribute; expected `scope(fields(..))`, `scope(fields(..), watch(..))`, `scopes = path` or `manual_behavior`",
                 ))
             }
         })?;
@@ -105,29 +125,14 @@ fn field_name(f: &syn::Field) -> String {
     f.ident.as_ref().map(|i| i.to_string().trim_start_matches("r#").to_owned()).unwrap_or_default()
 }
 
-/// The database column name of a field: `#[sea_orm(column_name = "..")]`, or
-/// the field name.
-fn column_name(f: &syn::Field) -> syn::Result<String> {
-    let mut name = None;
-    for attr in &f.attrs {
-        if !attr.path().is_ident("sea_orm") {
-            continue;
-        }
-        attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("column_name") {
-                let lit: LitStr = meta.value()?.parse()?;
-                name = Some(lit.value());
-            } else if meta.input.peek(syn::Token![=]) {
-                let _: syn::Expr = meta.value()?.parse()?;
-            } else if meta.input.peek(syn::token::Paren) {
-                let _content;
-                syn::parenthesized!(_content in meta.input);
-                let _: TokenStream2 = _content.parse()?;
-            }
-            Ok(())
-        })?;
-    }
-    Ok(name.unwrap_or_else(|| field_name(f)))
+/// The `Column` variant SeaORM derives for a field: its name in
+/// UpperCamelCase (a trailing `_` dropped: `type_` is `Type`). The column's
+/// database name is then `Column::Variant.as_str()`, whatever
+/// `column_name` or `rename_all` says.
+fn column_variant(f: &syn::Field) -> syn::Ident {
+    use heck::ToUpperCamelCase;
+    let name = field_name(f);
+    syn::Ident::new(&name.to_upper_camel_case(), f.ident.as_ref().map_or_else(Span::call_site, |i| i.span()))
 }
 
 /// `HasOne`, `HasMany` or `BelongsTo`: a relation field of a `ModelEx`.
@@ -161,47 +166,83 @@ fn expand_cache_entity(input: &DeriveInput) -> syn::Result<TokenStream2> {
 
 fn expand_model(input: &DeriveInput, fields: &[syn::Field]) -> syn::Result<TokenStream2> {
     let attrs = parse_entity_attrs(input)?;
-    let mut columns = Vec::new();
-    for f in fields {
-        columns.push((field_name(f), column_name(f)?, f.ident.clone()));
-    }
+    let columns: Vec<(String, &syn::Field)> = fields.iter().map(|f| (field_name(f), f)).collect();
     let known: Vec<String> = columns.iter().map(|c| c.0.clone()).collect();
+    let find = |lit: &LitStr| -> syn::Result<&syn::Field> {
+        let wanted = lit.value();
+        columns.iter().find(|c| c.0 == wanted).map(|c| c.1).ok_or_else(|| {
+            syn::Error::new(
+                lit.span(),
+                format!("`{wanted}` is not a column field of this Model (columns: {})", known.join(", ")),
+            )
+        })
+    };
 
     let mut describes = Vec::new();
-    for (names, _) in &attrs.scopes {
+    for (scope, _) in &attrs.scopes {
+        let mut seen = Vec::new();
         let mut params = Vec::new();
-        let mut watch = Vec::new();
         let mut values = Vec::new();
-        for lit in names {
-            let wanted = lit.value();
-            let Some((field, column, ident)) = columns.iter().find(|c| c.0 == wanted) else {
-                return Err(syn::Error::new(
-                    lit.span(),
-                    format!("`{wanted}` is not a column field of this Model (columns: {})", known.join(", ")),
-                ));
-            };
-            if params.contains(field) {
-                return Err(syn::Error::new(lit.span(), format!("`{wanted}` is listed twice")));
+        for lit in &scope.fields {
+            let field = find(lit)?;
+            if seen.contains(&lit.value()) {
+                return Err(syn::Error::new(lit.span(), format!("`{}` is listed twice", lit.value())));
             }
-            params.push(field.clone());
-            watch.push(column.clone());
+            seen.push(lit.value());
+            let variant = column_variant(field);
+            let ident = &field.ident;
+            params.push(quote! { ::matroska_seaorm::__private::column_name(Column::#variant) });
             values.push(quote! {
-                .with(#field, ::matroska_seaorm::__private::value(&__m.#ident))
+                .with(
+                    ::matroska_seaorm::__private::column_name(Column::#variant),
+                    ::matroska_seaorm::__private::value(&__m.#ident)?,
+                )
             });
+        }
+        let mut watch = params.clone();
+        for lit in &scope.watch {
+            let field = find(lit)?;
+            let variant = column_variant(field);
+            watch.push(quote! { ::matroska_seaorm::__private::column_name(Column::#variant) });
         }
         describes.push(quote! {
             let __s = __s.describes_watching(
                 [#(#params),*],
                 [#(#watch),*],
-                |__m: &Model| {
-                    ::core::option::Option::Some(::matroska_seaorm::matroska::Params::new() #(#values)*)
+                |__m: &Model| -> ::core::result::Result<
+                    ::core::option::Option<::matroska_seaorm::matroska::Params>,
+                    ::matroska_seaorm::Error,
+                > {
+                    ::core::result::Result::Ok(::core::option::Option::Some(
+                        ::matroska_seaorm::matroska::Params::new() #(#values)*
+                    ))
                 },
             );
         });
     }
 
+    let scope_columns = if attrs.scopes_fn.is_some() {
+        quote! {}
+    } else {
+        let sets = attrs.scopes.iter().map(|(scope, _)| {
+            let cols = scope.fields.iter().filter_map(|lit| find(lit).ok()).map(|f| {
+                let variant = column_variant(f);
+                quote! { ::matroska_seaorm::__private::column_name(Column::#variant) }
+            });
+            quote! { ::std::vec![#(#cols),*] }
+        });
+        quote! {
+            fn scope_columns() -> ::core::option::Option<::std::vec::Vec<::std::vec::Vec<&'static str>>> {
+                ::core::option::Option::Some(::std::vec![#(#sets),*])
+            }
+        }
+    };
+
     let base = match &attrs.scopes_fn {
-        Some(path) => quote! { let __s: ::matroska_seaorm::matroska::Scopes<Model> = #path(); },
+        Some(path) => quote! {
+            let __s: ::matroska_seaorm::matroska::Scopes<Model> =
+                ::matroska_seaorm::__private::with_all_rows(#path());
+        },
         None => quote! { let __s = ::matroska_seaorm::__private::new_scopes::<Entity>(); },
     };
 
@@ -214,44 +255,25 @@ fn expand_model(input: &DeriveInput, fields: &[syn::Field]) -> syn::Result<Token
             impl ::matroska_seaorm::__private::sea_orm::ActiveModelBehavior for ActiveModel {
                 async fn before_save<C>(
                     self,
-                    db: &C,
-                    insert: bool,
+                    _db: &C,
+                    _insert: bool,
                 ) -> ::core::result::Result<Self, ::matroska_seaorm::__private::sea_orm::DbErr>
                 where
                     C: ::matroska_seaorm::__private::sea_orm::ConnectionTrait,
                 {
-                    ::matroska_seaorm::before_save(self, db, insert).await
-                }
-
-                async fn after_save<C>(
-                    model: Model,
-                    db: &C,
-                    insert: bool,
-                ) -> ::core::result::Result<Model, ::matroska_seaorm::__private::sea_orm::DbErr>
-                where
-                    C: ::matroska_seaorm::__private::sea_orm::ConnectionTrait,
-                {
-                    ::matroska_seaorm::after_save(model, db, insert).await
+                    ::matroska_seaorm::check_connection::<C>(::matroska_seaorm::entity_name::<Entity>())?;
+                    ::core::result::Result::Ok(self)
                 }
 
                 async fn before_delete<C>(
                     self,
-                    db: &C,
+                    _db: &C,
                 ) -> ::core::result::Result<Self, ::matroska_seaorm::__private::sea_orm::DbErr>
                 where
                     C: ::matroska_seaorm::__private::sea_orm::ConnectionTrait,
                 {
-                    ::matroska_seaorm::before_delete(self, db).await
-                }
-
-                async fn after_delete<C>(
-                    self,
-                    db: &C,
-                ) -> ::core::result::Result<Self, ::matroska_seaorm::__private::sea_orm::DbErr>
-                where
-                    C: ::matroska_seaorm::__private::sea_orm::ConnectionTrait,
-                {
-                    ::matroska_seaorm::after_delete(self, db).await
+                    ::matroska_seaorm::check_connection::<C>(::matroska_seaorm::entity_name::<Entity>())?;
+                    ::core::result::Result::Ok(self)
                 }
             }
         }
@@ -269,6 +291,14 @@ fn expand_model(input: &DeriveInput, fields: &[syn::Field]) -> syn::Result<Token
                     __s
                 })
             }
+
+            #scope_columns
+        }
+
+        ::matroska_seaorm::__private::inventory::submit! {
+            ::matroska_seaorm::__private::Registered(
+                ::matroska_seaorm::__private::EntityInfoHandle::of::<Entity>
+            )
         }
 
         #[automatically_derived]
@@ -284,6 +314,14 @@ fn expand_model(input: &DeriveInput, fields: &[syn::Field]) -> syn::Result<Token
             fn relation_name() -> ::core::option::Option<&'static str> {
                 ::core::option::Option::Some(::matroska_seaorm::entity_name::<Entity>())
             }
+
+            fn children_in(
+                &self,
+                child_table: &str,
+                out: &mut ::matroska_seaorm::Collector,
+            ) -> ::core::result::Result<(), ::matroska_seaorm::Error> {
+                ::matroska_seaorm::__private::row_children_in(self, child_table, out)
+            }
         }
 
         #[automatically_derived]
@@ -295,14 +333,63 @@ fn expand_model(input: &DeriveInput, fields: &[syn::Field]) -> syn::Result<Token
     })
 }
 
+/// The `via = ".."` of a `#[sea_orm(has_many, via = "..")]` field.
+fn has_via(f: &syn::Field) -> bool {
+    let mut via = false;
+    for attr in &f.attrs {
+        if !attr.path().is_ident("sea_orm") {
+            continue;
+        }
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("via") {
+                via = true;
+            }
+            if meta.input.peek(syn::Token![=]) {
+                let _: syn::Expr = meta.value()?.parse()?;
+            } else if meta.input.peek(syn::token::Paren) {
+                let content;
+                syn::parenthesized!(content in meta.input);
+                let _: TokenStream2 = content.parse()?;
+            }
+            Ok(())
+        });
+    }
+    via
+}
+
+/// The entity type of a `HasOne<E>` / `HasMany<E>` field, if it is one.
+fn children_entity(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "HasOne" && last.ident != "HasMany" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    args.args.iter().find_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    })
+}
+
 fn expand_model_ex(input: &DeriveInput, fields: &[syn::Field]) -> syn::Result<TokenStream2> {
     let ident = &input.ident;
     let relations: Vec<&syn::Field> = fields.iter().filter(|f| is_relation(&f.ty)).collect();
     let names: Vec<String> = relations.iter().map(|f| field_name(f)).collect();
     let walks = relations.iter().zip(&names).map(|(f, name)| {
         let fi = &f.ident;
+        // a parent cached with its children depends on who its children are
+        let membership = match children_entity(&f.ty) {
+            Some(child) if has_via(f) => quote_spanned! {f.span()=>
+                ::matroska_seaorm::__private::children_via::<#ident, #child>(self, &self.#fi, out)?;
+            },
+            Some(child) => quote_spanned! {f.span()=>
+                ::matroska_seaorm::__private::children::<#ident, #child>(self, &self.#fi, out)?;
+            },
+            None => quote! {},
+        };
         quote_spanned! {f.span()=>
             if let ::core::option::Option::Some(__d) = depth.descend(#name) {
+                #membership
                 ::matroska_seaorm::Walk::walk(&self.#fi, __d, out)?;
             }
         }
@@ -310,6 +397,14 @@ fn expand_model_ex(input: &DeriveInput, fields: &[syn::Field]) -> syn::Result<To
     Ok(quote! {
         #[automatically_derived]
         impl ::matroska_seaorm::Walk for #ident {
+            fn children_in(
+                &self,
+                child_table: &str,
+                out: &mut ::matroska_seaorm::Collector,
+            ) -> ::core::result::Result<(), ::matroska_seaorm::Error> {
+                ::matroska_seaorm::__private::row_children_in(self, child_table, out)
+            }
+
             fn walk(
                 &self,
                 depth: &::matroska_seaorm::Depth,

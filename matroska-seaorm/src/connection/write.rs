@@ -1,0 +1,496 @@
+//! Running one write statement and learning what it changed.
+//!
+//! Before the statement, the rows it will change are read when their old
+//! values matter (a watched column, a foreign key or the key changes, or a
+//! delete of an entity with value-dependent lists), with `FOR UPDATE` on
+//! PostgreSQL and MySQL so that no concurrent writer moves them in between.
+//! After it, the new values come from its `RETURNING` rows, from its
+//! parameters, or from a read by key. The caller provides the connection
+//! (a transaction whenever rows are read first).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use matroska::Dep;
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement, Value as SeaValue, Values};
+use tracing::warn;
+
+use crate::entity::{self, unkeyed_insert, EntityInfo, Row};
+use crate::statement::{self, Analysis, Filter, Operand, Write, WriteKind};
+
+/// A call of `ConnectionTrait` the wrapper forwards.
+#[derive(Debug)]
+pub(crate) enum Call {
+    Execute(Statement),
+    Unprepared(String),
+    QueryOne(Statement),
+    QueryAll(Statement),
+}
+
+impl Call {
+    pub(crate) fn sql(&self) -> &str {
+        match self {
+            Call::Execute(s) | Call::QueryOne(s) | Call::QueryAll(s) => &s.sql,
+            Call::Unprepared(sql) => sql,
+        }
+    }
+
+    fn values(&self) -> &[SeaValue] {
+        match self {
+            Call::Execute(s) | Call::QueryOne(s) | Call::QueryAll(s) => s.values.as_ref().map_or(&[], |v| &v.0),
+            Call::Unprepared(_) => &[],
+        }
+    }
+
+    pub(crate) async fn run<C: ConnectionTrait>(self, db: &C) -> Result<Answer, DbErr> {
+        Ok(match self {
+            Call::Execute(s) => Answer::Exec(db.execute_raw(s).await?),
+            Call::Unprepared(sql) => Answer::Exec(db.execute_unprepared(&sql).await?),
+            Call::QueryOne(s) => Answer::One(db.query_one_raw(s).await?),
+            Call::QueryAll(s) => Answer::All(db.query_all_raw(s).await?),
+        })
+    }
+}
+
+/// What the forwarded call returned.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Exec(ExecResult),
+    One(Option<QueryResult>),
+    All(Vec<QueryResult>),
+}
+
+impl Answer {
+    fn rows(&self) -> &[QueryResult] {
+        match self {
+            Answer::Exec(_) => &[],
+            Answer::One(r) => r.as_slice(),
+            Answer::All(r) => r,
+        }
+    }
+}
+
+/// How a statement is handled.
+pub(crate) enum Plan {
+    /// Runs as is; nothing to invalidate.
+    Plain,
+    /// Writes: each either precise (an entity's rows) or coarse.
+    Writes(Vec<Planned>),
+}
+
+pub(crate) enum Planned {
+    /// Invalidate these dependencies; no rows to read.
+    Coarse(Vec<Dep>),
+    Precise { info: Arc<EntityInfo>, write: Write },
+}
+
+impl Plan {
+    /// Whether rows must be read before the statement (then it runs in a
+    /// transaction of its own when it is not in one already).
+    pub(crate) fn reads_first(&self, values: &[SeaValue]) -> bool {
+        match self {
+            Plan::Plain => false,
+            Plan::Writes(ws) => ws.iter().any(|w| match w {
+                Planned::Coarse(_) => false,
+                Planned::Precise { info, write } => pre_select_needed(info, write, values),
+            }),
+        }
+    }
+
+    /// What to invalidate if the statement ran but its precise effect could
+    /// not be learnt (it was cancelled, or a read after it failed).
+    pub(crate) fn coarse(&self) -> Vec<Dep> {
+        match self {
+            Plan::Plain => Vec::new(),
+            Plan::Writes(ws) => ws
+                .iter()
+                .flat_map(|w| match w {
+                    Planned::Coarse(d) => d.clone(),
+                    Planned::Precise { info, .. } => vec![info.everything(), unkeyed_insert(info.table)],
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The coarse dependencies of a table no registered entity has.
+pub(crate) fn table_switch(name: &statement::TableName) -> Vec<Dep> {
+    let table = if name.quoted { name.table.clone() } else { name.table.to_lowercase() };
+    let mut deps = vec![Dep::invalidate_all(&table), unkeyed_insert(&table)];
+    if table != name.table {
+        deps.push(Dep::invalidate_all(&name.table));
+    }
+    deps
+}
+
+/// Turns an analysis into a plan, or a refusal.
+pub(crate) fn plan(analysis: &Analysis, unparsed_coarse: bool) -> Result<Plan, Refused> {
+    match analysis {
+        Analysis::Read | Analysis::Nothing => Ok(Plan::Plain),
+        Analysis::Control(what) => Err(Refused::Control(what)),
+        Analysis::Unparsed(msg) if !unparsed_coarse => Err(Refused::Unparsed(msg.clone())),
+        Analysis::Unparsed(why) => {
+            warn!(reason = %why, "unparsed statement: invalidating every cached entity after it");
+            Ok(Plan::Writes(vec![Planned::Coarse(entity::every_entity())]))
+        }
+        Analysis::Unattributable(why) => {
+            tracing::debug!(reason = why, "invalidating every cached entity after this statement");
+            Ok(Plan::Writes(vec![Planned::Coarse(entity::every_entity())]))
+        }
+        Analysis::Writes(writes) => Ok(Plan::Writes(
+            writes
+                .iter()
+                .map(|w| match (entity::lookup(&w.table), &w.kind) {
+                    (Some(info), WriteKind::Whole) => {
+                        Planned::Coarse(vec![info.everything(), unkeyed_insert(info.table)])
+                    }
+                    (Some(info), _) => Planned::Precise { info, write: w.clone() },
+                    (None, _) => Planned::Coarse(table_switch(&w.table)),
+                })
+                .collect(),
+        )),
+    }
+}
+
+/// Why a statement is refused before it runs.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    Control(&'static str),
+    Unparsed(String),
+}
+
+/// The key values of the rows a filter names, if it is exactly `pk = ?`.
+fn keys_from_filter(info: &EntityInfo, filter: &Filter, values: &[SeaValue]) -> Option<Vec<SeaValue>> {
+    let eqs = filter.equalities.as_ref()?;
+    if eqs.len() != info.pk.len() {
+        return None;
+    }
+    let mut key = Vec::with_capacity(info.pk.len());
+    for &i in &info.pk {
+        let name = info.columns[i].name;
+        let (_, operand) = eqs.iter().find(|(c, _)| info.column(c) == Some(i) || c == name)?;
+        match operand {
+            Operand::Param(p) => key.push(values.get(*p)?.clone()),
+            _ => return None,
+        }
+    }
+    Some(key)
+}
+
+fn changed_columns(info: &EntityInfo, assignments: &[(String, Operand)]) -> BTreeSet<String> {
+    assignments
+        .iter()
+        .map(|(c, _)| info.column(c).map_or_else(|| c.clone(), |i| info.columns[i].name.to_owned()))
+        .collect()
+}
+
+fn pre_select_needed(info: &EntityInfo, write: &Write, values: &[SeaValue]) -> bool {
+    match &write.kind {
+        WriteKind::Insert { .. } | WriteKind::Whole => false,
+        WriteKind::Update { assignments, filter } => {
+            let moves = changed_columns(info, assignments).iter().any(|c| info.moves_rows(c));
+            moves || (keys_from_filter(info, filter, values).is_none() && !write.returning)
+        }
+        WriteKind::Delete { filter } => info.value_conditions || keys_from_filter(info, filter, values).is_none(),
+    }
+}
+
+/// The rows a statement is about to change, read (and locked) first.
+struct Before {
+    rows: Vec<Box<dyn Row>>,
+}
+
+async fn read_rows<C: ConnectionTrait>(
+    db: &C,
+    info: &EntityInfo,
+    stmt: Statement,
+) -> Result<Vec<Box<dyn Row>>, DbErr> {
+    let rows = db.query_all_raw(stmt).await?;
+    rows.iter().map(|r| info.row(r)).collect()
+}
+
+fn statement(backend: DbBackend, sql: String, params: &[usize], values: &[SeaValue]) -> Option<Statement> {
+    let vals: Option<Vec<SeaValue>> = params.iter().map(|&i| values.get(i).cloned()).collect();
+    Some(Statement::from_sql_and_values(backend, sql, Values(vals?)))
+}
+
+/// Reads the rows a precise write needs before it runs; `None` when the
+/// rows cannot be read (a condition with parameters that cannot be mapped):
+/// the write is then coarse.
+async fn before<C: ConnectionTrait>(
+    db: &C,
+    backend: DbBackend,
+    info: &EntityInfo,
+    write: &Write,
+    values: &[SeaValue],
+) -> Result<Option<Before>, DbErr> {
+    if !pre_select_needed(info, write, values) {
+        return Ok(Some(Before { rows: Vec::new() }));
+    }
+    let filter = match &write.kind {
+        WriteKind::Update { filter, .. } | WriteKind::Delete { filter } => filter,
+        _ => return Ok(Some(Before { rows: Vec::new() })),
+    };
+    let lock = backend != DbBackend::Sqlite;
+    let stmt = match keys_from_filter(info, filter, values) {
+        Some(key) => {
+            let mut s = info.select_by_keys(backend, &[key]);
+            if lock {
+                s.sql.push_str(" FOR UPDATE");
+            }
+            Some(s)
+        }
+        None => statement::select_rows(backend, &write.target, filter, lock)
+            .and_then(|(sql, params)| statement(backend, sql, &params, values)),
+    };
+    let Some(stmt) = stmt else { return Ok(None) };
+    Ok(Some(Before { rows: read_rows(db, info, stmt).await? }))
+}
+
+/// Runs `call` on `db` under `plan`: reads what the plan needs first, runs
+/// the call, learns the new values. Returns the call's answer and the
+/// dependencies to invalidate once the write is committed.
+pub(crate) async fn run<C: ConnectionTrait>(db: &C, plan: &Plan, call: Call) -> Result<(Answer, Vec<Dep>), DbErr> {
+    let backend = db.get_database_backend();
+    let Plan::Writes(writes) = plan else {
+        return Ok((call.run(db).await?, Vec::new()));
+    };
+    let values: Vec<SeaValue> = call.values().to_vec();
+    // before: read the rows whose old values matter
+    let mut befores = Vec::with_capacity(writes.len());
+    for w in writes {
+        befores.push(match w {
+            Planned::Coarse(_) => None,
+            Planned::Precise { info, write } => before(db, backend, info, write, &values).await?,
+        });
+    }
+    let answer = call.run(db).await?;
+    let mut deps = Vec::new();
+    for (w, before) in writes.iter().zip(befores) {
+        match (w, before) {
+            (Planned::Coarse(d), _) => deps.extend(d.iter().cloned()),
+            (Planned::Precise { info, .. }, None) => {
+                deps.push(info.everything());
+                deps.push(unkeyed_insert(info.table));
+            }
+            (Planned::Precise { info, write }, Some(before)) => {
+                match after(db, backend, info, write, &values, before, &answer).await {
+                    Ok(d) => deps.extend(d),
+                    Err(e) => {
+                        // the write happened; what it changed is unknown
+                        warn!(table = info.table, error = %e, "cannot tell which rows a write changed; invalidating the whole entity");
+                        deps.push(info.everything());
+                        deps.push(unkeyed_insert(info.table));
+                    }
+                }
+            }
+        }
+    }
+    deps.sort_unstable();
+    deps.dedup();
+    Ok((answer, deps))
+}
+
+fn row_deps(rows: &[Box<dyn Row>], changed: Option<&BTreeSet<String>>) -> Result<Vec<Dep>, crate::Error> {
+    let mut deps = Vec::new();
+    for r in rows {
+        deps.push(r.pk_dep());
+        deps.extend(r.memberships(changed)?);
+    }
+    Ok(deps)
+}
+
+/// The dependencies of a precise write, once it ran.
+async fn after<C: ConnectionTrait>(
+    db: &C,
+    backend: DbBackend,
+    info: &EntityInfo,
+    write: &Write,
+    values: &[SeaValue],
+    before: Before,
+    answer: &Answer,
+) -> Result<Vec<Dep>, crate::Error> {
+    let returned = answer.rows();
+    match &write.kind {
+        WriteKind::Whole => Ok(vec![info.everything(), unkeyed_insert(info.table)]),
+        WriteKind::Insert { columns, rows, upsert } => {
+            let mut deps = Vec::new();
+            if *upsert {
+                // an existing row may have changed: its old values are unknown
+                deps.push(info.everything());
+            }
+            // full rows returned?
+            let full: Option<Vec<Box<dyn Row>>> = if returned.is_empty() {
+                None
+            } else {
+                returned.iter().map(|r| info.row(r).ok()).collect()
+            };
+            if let Some(full) = full {
+                deps.extend(row_deps(&full, None)?);
+                return Ok(deps);
+            }
+            // the new rows' keys
+            let mut keys: Option<Vec<Vec<SeaValue>>> = if returned.is_empty() {
+                None
+            } else {
+                returned.iter().map(|r| info.pk_of(r).ok()).collect()
+            };
+            if keys.is_none() {
+                keys = rows
+                    .iter()
+                    .map(|row| {
+                        info.pk
+                            .iter()
+                            .map(|&i| {
+                                let pos = columns.iter().position(|c| info.column(c) == Some(i))?;
+                                match row.get(pos)? {
+                                    Operand::Param(p) => values.get(*p).cloned(),
+                                    _ => None,
+                                }
+                            })
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .collect();
+            }
+            if keys.is_none() && rows.len() == 1 && backend != DbBackend::Postgres {
+                if let Answer::Exec(r) = answer {
+                    if r.rows_affected() == 1 {
+                        keys = info.pk_from_id(r.last_insert_id()).map(|k| vec![k]);
+                    }
+                }
+            }
+            // the lists the new rows enter, from the statement's values
+            let from_values: Option<Vec<Dep>> = rows
+                .iter()
+                .map(|row| info.memberships_from_values(|c| inserted_value(info, columns, row, values, c)))
+                .collect::<Option<Vec<Vec<Dep>>>>()
+                .map(|v| v.into_iter().flatten().collect());
+            let Some(keys) = keys.filter(|k| !k.is_empty()) else {
+                deps.push(unkeyed_insert(info.table));
+                match from_values {
+                    Some(m) => deps.extend(m),
+                    None if !info.value_conditions => deps.extend(info.membership_without_rows()),
+                    None => deps.push(info.everything()),
+                }
+                return Ok(deps);
+            };
+            deps.extend(keys.iter().map(|k| info.pk_dep(k)));
+            if !info.value_conditions {
+                deps.extend(info.membership_without_rows());
+                return Ok(deps);
+            }
+            if let Some(m) = from_values {
+                deps.extend(m);
+                return Ok(deps);
+            }
+            let found = read_rows(db, info, info.select_by_keys(backend, &keys)).await?;
+            if found.len() < keys.len() {
+                // a row already changed again, or was not inserted: coarse
+                deps.push(info.everything());
+            }
+            deps.extend(row_deps(&found, None)?);
+            Ok(deps)
+        }
+        WriteKind::Update { assignments, filter } => {
+            let changed = changed_columns(info, assignments);
+            let moves = changed.iter().any(|c| info.moves_rows(c));
+            if !moves {
+                // only the rows' own keys
+                if let Some(key) = keys_from_filter(info, filter, values) {
+                    return Ok(vec![info.pk_dep(&key)]);
+                }
+                if !before.rows.is_empty() || returned.is_empty() {
+                    return Ok(before.rows.iter().map(|r| r.pk_dep()).collect());
+                }
+                let keys: Vec<Vec<SeaValue>> = returned.iter().map(|r| info.pk_of(r)).collect::<Result<_, _>>()?;
+                return Ok(keys.iter().map(|k| info.pk_dep(k)).collect());
+            }
+            let mut deps = row_deps(&before.rows, Some(&changed))?;
+            // the new values: returned rows, the parameters, or a read by key
+            let full: Option<Vec<Box<dyn Row>>> = if returned.is_empty() {
+                None
+            } else {
+                returned.iter().map(|r| info.row(r).ok()).collect()
+            };
+            let new_rows = match full {
+                Some(rows) => rows,
+                None => match from_parameters(info, assignments, values, &before.rows) {
+                    Some(rows) => rows,
+                    None => {
+                        let keys: Vec<Vec<SeaValue>> = before.rows.iter().map(|r| r.pk_values()).collect();
+                        if keys.is_empty() {
+                            Vec::new()
+                        } else {
+                            let found = read_rows(db, info, info.select_by_keys(backend, &keys)).await?;
+                            if found.len() < keys.len() {
+                                deps.push(info.everything());
+                            }
+                            found
+                        }
+                    }
+                },
+            };
+            deps.extend(row_deps(&new_rows, Some(&changed))?);
+            Ok(deps)
+        }
+        WriteKind::Delete { filter } => {
+            if !info.value_conditions {
+                if let Some(key) = keys_from_filter(info, filter, values) {
+                    let mut deps = vec![info.pk_dep(&key)];
+                    deps.extend(info.membership_without_rows());
+                    return Ok(deps);
+                }
+            }
+            row_deps(&before.rows, None)
+        }
+    }
+}
+
+/// The canonical value of column `c` in one row of an insert, if the
+/// statement gives it as a parameter or a plain literal.
+fn inserted_value(
+    info: &EntityInfo,
+    columns: &[String],
+    row: &[Operand],
+    values: &[SeaValue],
+    c: &str,
+) -> Option<matroska::Value> {
+    let i = info.column(c)?;
+    let pos = columns.iter().position(|name| info.column(name) == Some(i))?;
+    match row.get(pos)? {
+        Operand::Param(p) => crate::value::to_value(values.get(*p)?).ok(),
+        Operand::Literal(Some(v)) => crate::value::coerce(info.table, c, &info.columns[i].ty, v.clone()).ok(),
+        _ => None,
+    }
+}
+
+/// The new rows of an update whose changed columns are all parameters:
+/// the old rows with the parameters applied. `None` if some value is
+/// computed, a literal, or the key changes.
+fn from_parameters(
+    info: &EntityInfo,
+    assignments: &[(String, Operand)],
+    values: &[SeaValue],
+    old: &[Box<dyn Row>],
+) -> Option<Vec<Box<dyn Row>>> {
+    let mut sets = Vec::with_capacity(assignments.len());
+    for (c, operand) in assignments {
+        let i = info.column(c)?;
+        if info.pk.contains(&i) {
+            return None;
+        }
+        match operand {
+            Operand::Param(p) => sets.push((i, values.get(*p)?.clone())),
+            _ => return None,
+        }
+    }
+    let mut rows = Vec::with_capacity(old.len());
+    for r in old {
+        let mut new = r.clone_row();
+        for (i, v) in &sets {
+            new.set(*i, v.clone()).ok()?;
+        }
+        rows.push(new);
+    }
+    Some(rows)
+}

@@ -1,0 +1,721 @@
+//! Reading a statement: is it a read, a write (to which table, which rows,
+//! which columns, with which values), transaction control, or something we
+//! cannot attribute?
+//!
+//! Statements are parsed with [`sqlparser`] in the dialect of the connection.
+//! The analysis does not depend on the statement's values, only on its text,
+//! so it is cached by text: SeaORM sends the same text for every call of the
+//! same shape.
+
+use std::sync::Arc;
+
+use sea_orm::DbBackend;
+use sqlparser::ast::{
+    Assignment, AssignmentTarget, BinaryOperator, Expr, FromTable, ObjectName, OnInsert, Query, SetExpr, Spanned,
+    Statement, TableFactor, TableObject, TableWithJoins, Value as SqlValue,
+};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Location, Token, Tokenizer};
+
+/// What a statement does, as far as the cache is concerned.
+#[derive(Debug)]
+pub(crate) enum Analysis {
+    /// Reads only.
+    Read,
+    /// Writes these tables, one entry per statement in the text.
+    Writes(Vec<Write>),
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `RELEASE`: refused (use
+    /// the transaction API, which the cache follows).
+    Control(&'static str),
+    /// Parsed, but what it writes cannot be known (`CALL`, `DO`, a
+    /// statement kind this crate does not follow): every cached entity may
+    /// have changed.
+    Unattributable(&'static str),
+    /// Not parsed. The message is the parser's.
+    Unparsed(String),
+    /// Changes nothing cached (`SET`, `SHOW`, `CREATE TABLE`, `PRAGMA`, ...).
+    Nothing,
+}
+
+/// A table name as written in a statement: the table and, if given, its
+/// schema (unquoted; `quoted` says whether the table part was quoted, which
+/// makes it case-sensitive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TableName {
+    pub(crate) schema: Option<String>,
+    pub(crate) table: String,
+    pub(crate) quoted: bool,
+}
+
+impl TableName {
+    /// Whether this name denotes the entity table `table` (in `schema`).
+    pub(crate) fn matches(&self, table: &str, schema: Option<&str>) -> bool {
+        let same = if self.quoted { self.table == table } else { self.table.eq_ignore_ascii_case(table) };
+        same && match (&self.schema, schema) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => true,
+        }
+    }
+}
+
+/// A value in a statement: a parameter (its position in the statement's
+/// values), a literal (its value when it is a plain number, string, boolean
+/// or `NULL`), or anything computed.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Operand {
+    Param(usize),
+    Literal(Option<matroska::Value>),
+    Computed,
+}
+
+/// The value of a plain literal, before it is brought to its column's type.
+fn literal(v: &SqlValue) -> Option<matroska::Value> {
+    Some(match v {
+        SqlValue::Number(n, _) => match n.parse::<i64>() {
+            Ok(i) => matroska::Value::Int(i),
+            Err(_) => matroska::Value::Str(n.clone()),
+        },
+        SqlValue::SingleQuotedString(s) | SqlValue::DoubleQuotedString(s) => matroska::Value::Str(s.clone()),
+        SqlValue::Boolean(b) => matroska::Value::Bool(*b),
+        SqlValue::Null => matroska::Value::Null,
+        _ => return None,
+    })
+}
+
+/// The WHERE clause of an UPDATE or DELETE.
+#[derive(Clone, Debug)]
+pub(crate) struct Filter {
+    /// The condition as SQL in the statement's dialect, with the positions
+    /// (in the statement's values) of the parameters it uses, in order. `None`
+    /// without a WHERE (every row).
+    pub(crate) sql: Option<(String, Vec<usize>)>,
+    /// If the condition is exactly `col = value AND ...`: those pairs.
+    pub(crate) equalities: Option<Vec<(String, Operand)>>,
+}
+
+/// One write statement.
+#[derive(Clone, Debug)]
+pub(crate) struct Write {
+    pub(crate) table: TableName,
+    /// The table as the statement names it, with its alias if any (`FROM`
+    /// of a `SELECT` that reads the same rows).
+    pub(crate) target: String,
+    pub(crate) kind: WriteKind,
+    /// The statement has a RETURNING clause.
+    pub(crate) returning: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum WriteKind {
+    /// `INSERT ... VALUES`: the columns and the rows' operands.
+    Insert {
+        columns: Vec<String>,
+        rows: Vec<Vec<Operand>>,
+        /// `ON CONFLICT DO UPDATE` / `ON DUPLICATE KEY UPDATE` / `REPLACE` /
+        /// `INSERT OR REPLACE`: an existing row may change too.
+        upsert: bool,
+    },
+    /// `UPDATE` of one table.
+    Update { assignments: Vec<(String, Operand)>, filter: Filter },
+    /// `DELETE` from one table.
+    Delete { filter: Filter },
+    /// A write whose rows cannot be told (`INSERT ... SELECT`, `UPDATE ...
+    /// FROM`, multi-table deletes, `TRUNCATE`, DDL, several statements at
+    /// once): every row of the table may have changed.
+    Whole,
+}
+
+/// The parameters of a statement's text: bare `?` placeholders are numbered
+/// by position; `$n` name their position; anything else cannot be mapped.
+#[derive(Debug, Default)]
+struct Placeholders {
+    /// Locations of the bare `?` placeholders, in order.
+    bare: Vec<Location>,
+    /// Whether a placeholder of another form (`?3`, `:name`, `@x`) occurs.
+    unmapped: bool,
+}
+
+pub(crate) fn dialect(backend: DbBackend) -> Box<dyn Dialect> {
+    match backend {
+        DbBackend::Postgres => Box::new(PostgreSqlDialect {}),
+        DbBackend::MySql => Box::new(MySqlDialect {}),
+        _ => Box::new(SQLiteDialect {}),
+    }
+}
+
+/// Whether the text is a plain `SELECT` (the fast path: no parse).
+pub(crate) fn is_plain_select(sql: &str) -> bool {
+    let mut rest = sql.trim_start();
+    // skip leading comments
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after).trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, after)| after).trim_start();
+        } else {
+            break;
+        }
+    }
+    rest.len() >= 6
+        && rest.as_bytes()[..6].eq_ignore_ascii_case(b"select")
+        && rest.as_bytes().get(6).is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
+}
+
+/// Analyses a statement's text.
+pub(crate) fn analyse(sql: &str, backend: DbBackend) -> Analysis {
+    if is_plain_select(sql) {
+        return Analysis::Read;
+    }
+    let dialect = dialect(backend);
+    let statements = match Parser::parse_sql(dialect.as_ref(), sql) {
+        Ok(s) => s,
+        Err(e) => return Analysis::Unparsed(e.to_string()),
+    };
+    let placeholders = match placeholders(dialect.as_ref(), sql) {
+        Ok(p) => p,
+        Err(e) => return Analysis::Unparsed(e),
+    };
+    let several = statements.len() > 1;
+    let mut writes = Vec::new();
+    let mut nothing = true;
+    for statement in &statements {
+        match classify(statement, &placeholders, dialect.as_ref()) {
+            Analysis::Read | Analysis::Nothing => {}
+            Analysis::Writes(w) => {
+                nothing = false;
+                writes.extend(w.into_iter().map(|mut w| {
+                    if several {
+                        // the statements' rows cannot be read between them
+                        w.kind = WriteKind::Whole;
+                    }
+                    w
+                }));
+            }
+            other => return other,
+        }
+    }
+    if writes.is_empty() {
+        if nothing && statements.iter().all(|s| matches!(s, Statement::Query(_))) {
+            Analysis::Read
+        } else {
+            Analysis::Nothing
+        }
+    } else {
+        Analysis::Writes(writes)
+    }
+}
+
+fn placeholders(dialect: &dyn Dialect, sql: &str) -> Result<Placeholders, String> {
+    let tokens = Tokenizer::new(dialect, sql).tokenize_with_location().map_err(|e| e.to_string())?;
+    let mut p = Placeholders::default();
+    for t in tokens {
+        if let Token::Placeholder(text) = &t.token {
+            if text == "?" {
+                p.bare.push(t.span.start);
+            } else if !(text.starts_with('$') && text[1..].parse::<usize>().is_ok()) {
+                p.unmapped = true;
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn classify(statement: &Statement, ph: &Placeholders, dialect: &dyn Dialect) -> Analysis {
+    match statement {
+        Statement::Query(q) => query_writes(q, dialect),
+        Statement::Insert(ins) => insert(ins, ph),
+        Statement::Update(u) => update(u, ph, dialect),
+        Statement::Delete(d) => delete(d, ph, dialect),
+        Statement::Truncate(t) => Analysis::Writes(t.table_names.iter().filter_map(|t| whole(&t.name)).collect()),
+        Statement::Drop { names, .. } => Analysis::Writes(names.iter().filter_map(whole).collect()),
+        Statement::AlterTable(a) => Analysis::Writes(whole(&a.name).into_iter().collect()),
+        Statement::Copy { .. } | Statement::Merge(_) | Statement::Call(_) => {
+            Analysis::Unattributable("a statement whose written rows and tables are not followed")
+        }
+        Statement::Explain { analyze, statement, .. } => {
+            if *analyze {
+                classify(statement, ph, dialect)
+            } else {
+                Analysis::Read
+            }
+        }
+        Statement::StartTransaction { .. } => Analysis::Control("BEGIN"),
+        Statement::Commit { .. } => Analysis::Control("COMMIT"),
+        Statement::Rollback { .. } => Analysis::Control("ROLLBACK"),
+        Statement::Savepoint { .. } => Analysis::Control("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Analysis::Control("RELEASE SAVEPOINT"),
+        Statement::CreateTable(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateView { .. }
+        | Statement::CreateSchema { .. }
+        | Statement::CreateSequence { .. }
+        | Statement::CreateType { .. }
+        | Statement::Set(_)
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::Pragma { .. }
+        | Statement::Analyze(_)
+        | Statement::Lock(_)
+        | Statement::LockTables { .. }
+        | Statement::UnlockTables
+        | Statement::Comment { .. }
+        | Statement::Use(_)
+        | Statement::Discard { .. }
+        | Statement::Deallocate { .. }
+        | Statement::Prepare { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. }
+        | Statement::Declare { .. } => Analysis::Nothing,
+        _ => Analysis::Unattributable("a statement kind this crate does not follow"),
+    }
+}
+
+/// A query is a read unless a common table expression or its body writes.
+fn query_writes(q: &Query, dialect: &dyn Dialect) -> Analysis {
+    let mut tables = Vec::new();
+    let mut bodies: Vec<&SetExpr> = vec![&q.body];
+    if let Some(with) = &q.with {
+        bodies.extend(with.cte_tables.iter().map(|c| &*c.query.body));
+    }
+    while let Some(body) = bodies.pop() {
+        match body {
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+                match classify(s, &Placeholders { unmapped: true, ..Placeholders::default() }, dialect) {
+                    Analysis::Writes(w) => tables.extend(w.into_iter().map(|mut w| {
+                        w.kind = WriteKind::Whole;
+                        w
+                    })),
+                    other => return other,
+                }
+            }
+            SetExpr::Query(q) => {
+                bodies.push(&q.body);
+                if let Some(with) = &q.with {
+                    bodies.extend(with.cte_tables.iter().map(|c| &*c.query.body));
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                bodies.push(left);
+                bodies.push(right);
+            }
+            SetExpr::Select(_) | SetExpr::Values(_) | SetExpr::Table(_) => {}
+        }
+    }
+    if tables.is_empty() {
+        Analysis::Read
+    } else {
+        Analysis::Writes(tables)
+    }
+}
+
+fn table_name(name: &ObjectName) -> Option<TableName> {
+    let parts: Vec<_> = name.0.iter().filter_map(|p| p.as_ident()).collect();
+    let table = parts.last()?;
+    Some(TableName {
+        schema: parts.len().checked_sub(2).and_then(|i| parts.get(i)).map(|s| s.value.clone()),
+        table: table.value.clone(),
+        quoted: table.quote_style.is_some(),
+    })
+}
+
+fn whole(name: &ObjectName) -> Option<Write> {
+    Some(Write { table: table_name(name)?, target: name.to_string(), kind: WriteKind::Whole, returning: false })
+}
+
+fn column_name(name: &ObjectName) -> Option<String> {
+    name.0.iter().filter_map(|p| p.as_ident()).next_back().map(|i| i.value.clone())
+}
+
+/// The position (in the statement's values) of a placeholder.
+fn param_index(text: &str, at: Location, ph: &Placeholders) -> Option<usize> {
+    if text == "?" {
+        return ph.bare.iter().position(|l| *l == at);
+    }
+    let n: usize = text.strip_prefix('$')?.parse().ok()?;
+    n.checked_sub(1)
+}
+
+fn operand(e: &Expr, ph: &Placeholders) -> Operand {
+    match e {
+        Expr::Value(v) => match &v.value {
+            SqlValue::Placeholder(text) if !ph.unmapped => match param_index(text, v.span.start, ph) {
+                Some(i) => Operand::Param(i),
+                None => Operand::Computed,
+            },
+            SqlValue::Placeholder(_) => Operand::Computed,
+            other => Operand::Literal(literal(other)),
+        },
+        Expr::Nested(inner) => operand(inner, ph),
+        Expr::UnaryOp { op: sqlparser::ast::UnaryOperator::Minus, expr } => match operand(expr, ph) {
+            Operand::Literal(Some(matroska::Value::Int(i))) => Operand::Literal(Some(matroska::Value::Int(-i))),
+            _ => Operand::Computed,
+        },
+        _ => Operand::Computed,
+    }
+}
+
+fn single_table(t: &TableWithJoins) -> Option<(TableName, String)> {
+    if !t.joins.is_empty() {
+        return None;
+    }
+    match &t.relation {
+        TableFactor::Table { name, .. } => Some((table_name(name)?, t.relation.to_string())),
+        _ => None,
+    }
+}
+
+fn insert(ins: &sqlparser::ast::Insert, ph: &Placeholders) -> Analysis {
+    let TableObject::TableName(name) = &ins.table else {
+        return Analysis::Unattributable("an INSERT into a table function");
+    };
+    let Some(table) = table_name(name) else { return Analysis::Unparsed("an INSERT without a table".into()) };
+    let target = name.to_string();
+    let returning = ins.returning.is_some();
+    // `ON DUPLICATE KEY UPDATE id = id` (how SeaORM says DO NOTHING on
+    // MySQL) changes nothing
+    let noop = |a: &Assignment| match (&a.target, &a.value) {
+        (AssignmentTarget::ColumnName(name), Expr::Identifier(i)) => column_name(name).as_deref() == Some(&i.value),
+        (AssignmentTarget::ColumnName(name), Expr::CompoundIdentifier(parts)) => {
+            parts.last().is_some_and(|i| column_name(name).as_deref() == Some(&i.value))
+        }
+        _ => false,
+    };
+    let upsert = ins.replace_into
+        || matches!(&ins.on, Some(OnInsert::DuplicateKeyUpdate(a)) if !a.iter().all(noop))
+        || matches!(&ins.on, Some(OnInsert::OnConflict(c)) if matches!(c.action, sqlparser::ast::OnConflictAction::DoUpdate(_)))
+        || ins.or.is_some_and(|o| matches!(o, sqlparser::ast::SqliteOnConflict::Replace));
+    let columns: Vec<String> = ins.columns.iter().filter_map(column_name).collect();
+    let rows = match ins.source.as_deref().map(|q| (&*q.body, q.with.is_none())) {
+        Some((SetExpr::Values(values), true)) if !columns.is_empty() => values
+            .rows
+            .iter()
+            .map(|row| row.content.iter().map(|e| operand(e, ph)).collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        _ => return Analysis::Writes(vec![Write { table, target, kind: WriteKind::Whole, returning }]),
+    };
+    if rows.iter().any(|r| r.len() != columns.len()) {
+        return Analysis::Writes(vec![Write { table, target, kind: WriteKind::Whole, returning }]);
+    }
+    Analysis::Writes(vec![Write { table, target, kind: WriteKind::Insert { columns, rows, upsert }, returning }])
+}
+
+fn update(u: &sqlparser::ast::Update, ph: &Placeholders, dialect: &dyn Dialect) -> Analysis {
+    let returning = u.returning.is_some();
+    let Some((table, target)) = single_table(&u.table) else {
+        // UPDATE a JOIN b (MySQL): every table named may change
+        let mut writes = Vec::new();
+        if let TableFactor::Table { name, .. } = &u.table.relation {
+            writes.extend(whole(name));
+        }
+        for j in &u.table.joins {
+            if let TableFactor::Table { name, .. } = &j.relation {
+                writes.extend(whole(name));
+            }
+        }
+        return if writes.is_empty() {
+            Analysis::Unattributable("an UPDATE of something other than a table")
+        } else {
+            Analysis::Writes(writes)
+        };
+    };
+    let assignments = assignments(&u.assignments, ph);
+    let kind = match (assignments, &u.from, u.limit.is_some() || !u.order_by.is_empty()) {
+        (Some(a), None, false) => {
+            WriteKind::Update { assignments: a, filter: filter(u.selection.as_ref(), ph, dialect) }
+        }
+        _ => WriteKind::Whole,
+    };
+    Analysis::Writes(vec![Write { table, target, kind, returning }])
+}
+
+fn assignments(list: &[Assignment], ph: &Placeholders) -> Option<Vec<(String, Operand)>> {
+    list.iter()
+        .map(|a| match &a.target {
+            AssignmentTarget::ColumnName(name) => Some((column_name(name)?, operand(&a.value, ph))),
+            AssignmentTarget::Tuple(_) => None,
+        })
+        .collect()
+}
+
+fn delete(d: &sqlparser::ast::Delete, ph: &Placeholders, dialect: &dyn Dialect) -> Analysis {
+    let returning = d.returning.is_some();
+    let from = match &d.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+    };
+    let simple = d.tables.is_empty() && d.using.is_none() && d.limit.is_none() && d.order_by.is_empty();
+    match (from.as_slice(), simple) {
+        ([one], true) => match single_table(one) {
+            Some((table, target)) => Analysis::Writes(vec![Write {
+                table,
+                target,
+                kind: WriteKind::Delete { filter: filter(d.selection.as_ref(), ph, dialect) },
+                returning,
+            }]),
+            None => Analysis::Unattributable("a DELETE from something other than a table"),
+        },
+        _ => {
+            // multi-table forms: the named targets, or every table named
+            let names: Vec<&ObjectName> = if d.tables.is_empty() {
+                from.iter()
+                    .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+                    .filter_map(|f| match f {
+                        TableFactor::Table { name, .. } => Some(name),
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                d.tables.iter().collect()
+            };
+            Analysis::Writes(names.into_iter().filter_map(whole).collect())
+        }
+    }
+}
+
+fn filter(selection: Option<&Expr>, ph: &Placeholders, dialect: &dyn Dialect) -> Filter {
+    let Some(expr) = selection else {
+        return Filter { sql: None, equalities: Some(Vec::new()) };
+    };
+    let sql = if ph.unmapped {
+        None
+    } else {
+        // the parameters the condition uses, in the order it prints them
+        let span = expr.span();
+        let printed = expr.to_string();
+        let mut params = Vec::new();
+        collect_params(dialect, &printed, span.start, span.end, ph, &mut params).map(|()| (printed, params))
+    };
+    let mut pairs = Vec::new();
+    let equalities = equalities(expr, ph, &mut pairs).then_some(pairs);
+    // without the parameters' positions (`sql: None`) the condition cannot be re-run
+    Filter { sql, equalities }
+}
+
+/// The positions of the parameters of a condition printed as `printed`,
+/// located in the statement between `start` and `end`.
+fn collect_params(
+    dialect: &dyn Dialect,
+    printed: &str,
+    start: Location,
+    end: Location,
+    ph: &Placeholders,
+    out: &mut Vec<usize>,
+) -> Option<()> {
+    let tokens = Tokenizer::new(dialect, printed).tokenize().ok()?;
+    let in_span = |l: &Location| (l.line, l.column) >= (start.line, start.column) && (l.line, l.column) <= (end.line, end.column);
+    let mut bare = ph.bare.iter().enumerate().filter(|(_, l)| in_span(l)).map(|(i, _)| i);
+    for t in tokens {
+        if let Token::Placeholder(text) = t {
+            if text == "?" {
+                out.push(bare.next()?);
+            } else {
+                out.push(text.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)?);
+            }
+        }
+    }
+    // every bare placeholder inside the condition was printed
+    if bare.next().is_some() {
+        return None;
+    }
+    Some(())
+}
+
+/// Whether `e` is `col = value [AND col = value ...]`; collects the pairs.
+fn equalities(e: &Expr, ph: &Placeholders, out: &mut Vec<(String, Operand)>) -> bool {
+    match e {
+        Expr::Nested(inner) => equalities(inner, ph, out),
+        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+            equalities(left, ph, out) && equalities(right, ph, out)
+        }
+        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } => {
+            let column = |e: &Expr| match e {
+                Expr::Identifier(i) => Some(i.value.clone()),
+                Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+                _ => None,
+            };
+            match (column(left), column(right)) {
+                (Some(c), None) => {
+                    out.push((c, operand(right, ph)));
+                    true
+                }
+                (None, Some(c)) => {
+                    out.push((c, operand(left, ph)));
+                    true
+                }
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Renders `SELECT * FROM <table> WHERE <condition>` for `backend`, with the
+/// condition's parameters renumbered for a statement of its own. Returns the
+/// SQL and the positions (in the original values) of its parameters.
+pub(crate) fn select_rows(backend: DbBackend, target: &str, filter: &Filter, lock: bool) -> Option<(String, Vec<usize>)> {
+    let mut sql = String::from("SELECT * FROM ");
+    sql.push_str(target);
+    let mut params = Vec::new();
+    if let Some((condition, used)) = &filter.sql {
+        sql.push_str(" WHERE ");
+        if backend == DbBackend::Postgres {
+            sql.push_str(&renumber(condition)?);
+        } else {
+            sql.push_str(condition);
+        }
+        params.clone_from(used);
+    } else if filter.equalities.as_ref().is_none_or(|e| !e.is_empty()) {
+        // a condition we could not render
+        return None;
+    }
+    if lock && backend != DbBackend::Sqlite {
+        sql.push_str(" FOR UPDATE");
+    }
+    Some((sql, params))
+}
+
+/// Rewrites `$n` placeholders to `$1, $2, ...` in order of appearance.
+fn renumber(condition: &str) -> Option<String> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, condition).tokenize().ok()?;
+    let mut out = String::with_capacity(condition.len());
+    let mut k = 0;
+    for t in tokens {
+        match t {
+            Token::Placeholder(text) if text.starts_with('$') => {
+                k += 1;
+                out.push_str(&format!("${k}"));
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    Some(out)
+}
+
+/// A bounded cache of analyses by statement text.
+#[derive(Debug)]
+pub(crate) struct Analyses {
+    cache: moka::sync::Cache<(u8, Arc<str>), Arc<Analysis>>,
+}
+
+impl Analyses {
+    pub(crate) fn new(capacity: u64) -> Self {
+        Analyses { cache: moka::sync::Cache::new(capacity) }
+    }
+
+    pub(crate) fn get(&self, sql: &str, backend: DbBackend) -> Arc<Analysis> {
+        if is_plain_select(sql) {
+            static READ: std::sync::LazyLock<Arc<Analysis>> = std::sync::LazyLock::new(|| Arc::new(Analysis::Read));
+            return Arc::clone(&READ);
+        }
+        let tag = match backend {
+            DbBackend::Postgres => 0,
+            DbBackend::MySql => 1,
+            DbBackend::Sqlite => 2,
+            _ => 3,
+        };
+        let key = (tag, Arc::<str>::from(sql));
+        if let Some(a) = self.cache.get(&key) {
+            return a;
+        }
+        let a = Arc::new(analyse(sql, backend));
+        self.cache.insert(key, Arc::clone(&a));
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes(sql: &str, backend: DbBackend) -> Vec<Write> {
+        match analyse(sql, backend) {
+            Analysis::Writes(w) => w,
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_selects_skip_the_parser() {
+        assert!(is_plain_select("SELECT 1"));
+        assert!(is_plain_select("  /* c */ -- x\n select * from t"));
+        assert!(!is_plain_select("selector"));
+        assert!(!is_plain_select("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x"));
+        assert!(matches!(analyse("SELECT 1", DbBackend::Postgres), Analysis::Read));
+    }
+
+    #[test]
+    fn seaorm_update_by_key() {
+        let w = writes(
+            r#"UPDATE "article" SET "title" = $1, "published" = $2 WHERE "article"."id" = $3 RETURNING "id", "title""#,
+            DbBackend::Postgres,
+        );
+        assert_eq!(w[0].table.table, "article");
+        assert!(w[0].returning);
+        let WriteKind::Update { assignments, filter } = &w[0].kind else { panic!() };
+        assert_eq!(assignments, &vec![("title".into(), Operand::Param(0)), ("published".into(), Operand::Param(1))]);
+        assert_eq!(filter.equalities, Some(vec![("id".into(), Operand::Param(2))]));
+        assert_eq!(filter.sql.as_ref().unwrap().1, vec![2]);
+        let (sql, params) = select_rows(DbBackend::Postgres, &w[0].target, filter, true).unwrap();
+        assert_eq!(sql, r#"SELECT * FROM "article" WHERE "article"."id" = $1 FOR UPDATE"#);
+        assert_eq!(params, vec![2]);
+    }
+
+    #[test]
+    fn bare_placeholders_are_numbered_by_position() {
+        let w = writes("UPDATE `article` SET `price` = `price` + ? WHERE `article`.`title` LIKE ? AND `article`.`id` > ? LIMIT 5", DbBackend::MySql);
+        assert!(matches!(w[0].kind, WriteKind::Whole), "LIMIT: rows cannot be told");
+        let w = writes("UPDATE `article` SET `price` = `price` + ? WHERE `article`.`title` LIKE ? AND `article`.`id` > ?", DbBackend::MySql);
+        let WriteKind::Update { assignments, filter } = &w[0].kind else { panic!() };
+        assert_eq!(assignments[0].1, Operand::Computed);
+        assert_eq!(filter.equalities, None);
+        let (sql, params) = select_rows(DbBackend::MySql, &w[0].target, filter, true).unwrap();
+        assert_eq!(sql, "SELECT * FROM `article` WHERE `article`.`title` LIKE ? AND `article`.`id` > ? FOR UPDATE");
+        assert_eq!(params, vec![1, 2]);
+    }
+
+    #[test]
+    fn inserts_and_upserts() {
+        let w = writes(r#"INSERT INTO "tag" ("id", "displayName") VALUES (?, ?), (?, 'x') ON CONFLICT ("id") DO NOTHING RETURNING "id""#, DbBackend::Sqlite);
+        let WriteKind::Insert { columns, rows, upsert } = &w[0].kind else { panic!() };
+        assert_eq!(columns, &vec!["id".to_owned(), "displayName".to_owned()]);
+        assert_eq!(rows[1], vec![Operand::Param(2), Operand::Literal(Some(matroska::Value::Str("x".into())))]);
+        assert!(!upsert);
+        let w = writes("INSERT INTO `a` (`id`) VALUES (?) ON DUPLICATE KEY UPDATE `id` = `id`", DbBackend::MySql);
+        assert!(matches!(w[0].kind, WriteKind::Insert { upsert: false, .. }), "a no-op update changes nothing");
+        let w = writes("INSERT INTO `a` (`id`, `x`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `x` = VALUES(`x`)", DbBackend::MySql);
+        assert!(matches!(w[0].kind, WriteKind::Insert { upsert: true, .. }));
+        let w = writes("INSERT INTO a (id) SELECT id FROM b", DbBackend::Postgres);
+        assert!(matches!(w[0].kind, WriteKind::Whole));
+    }
+
+    #[test]
+    fn control_ddl_and_garbage() {
+        assert!(matches!(analyse("BEGIN", DbBackend::Sqlite), Analysis::Control("BEGIN")));
+        assert!(matches!(analyse("ROLLBACK TO SAVEPOINT x", DbBackend::Postgres), Analysis::Control("ROLLBACK")));
+        assert!(matches!(analyse("THIS IS NOT SQL", DbBackend::Postgres), Analysis::Unparsed(_)));
+        assert!(matches!(analyse("CREATE TABLE t (id int)", DbBackend::Postgres), Analysis::Nothing));
+        let w = writes("TRUNCATE TABLE article", DbBackend::Postgres);
+        assert!(matches!(w[0].kind, WriteKind::Whole) && w[0].table.table == "article" && !w[0].table.quoted);
+        let w = writes("UPDATE a SET x = 1; DELETE FROM b WHERE id = 2", DbBackend::Postgres);
+        assert_eq!(w.len(), 2);
+        assert!(w.iter().all(|w| matches!(w.kind, WriteKind::Whole)));
+        let w = writes("WITH gone AS (DELETE FROM a WHERE id = $1 RETURNING *) SELECT * FROM gone", DbBackend::Postgres);
+        assert_eq!(w[0].table.table, "a");
+        assert!(matches!(analyse("CALL refresh()", DbBackend::Postgres), Analysis::Unattributable(_)));
+    }
+
+    #[test]
+    fn deletes() {
+        let w = writes(r#"DELETE FROM "article_tag" WHERE "article_tag"."article_id" = $1 AND "article_tag"."tag_id" = $2"#, DbBackend::Postgres);
+        let WriteKind::Delete { filter } = &w[0].kind else { panic!() };
+        assert_eq!(filter.equalities.as_ref().unwrap().len(), 2);
+        let w = writes("DELETE FROM a", DbBackend::Sqlite);
+        let WriteKind::Delete { filter } = &w[0].kind else { panic!() };
+        assert_eq!(select_rows(DbBackend::Sqlite, &w[0].target, filter, true).unwrap().0, "SELECT * FROM a");
+        let w = writes("DELETE a FROM a JOIN b ON a.id = b.id", DbBackend::MySql);
+        assert!(matches!(w[0].kind, WriteKind::Whole));
+    }
+}
