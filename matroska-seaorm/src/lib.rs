@@ -143,6 +143,9 @@ mod error;
 mod key;
 mod list;
 mod statement;
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks;
 mod value;
 mod walk;
 

@@ -39,6 +39,8 @@ fn column_of<E: EntityTrait>(name: &str) -> Result<E::Column, Error> {
     E::Column::iter()
         .find(|c| c.as_str() == name)
         .or_else(|| E::Column::from_str(name).ok())
+        // a field name: `type_` is the variant `Type`
+        .or_else(|| E::Column::from_str(name.trim_start_matches("r#").trim_end_matches('_')).ok())
         .ok_or_else(|| Error::UnknownColumn { table: entity_name::<E>(), column: name.to_owned() })
 }
 

@@ -198,6 +198,9 @@ fn pre_select_needed(info: &EntityInfo, write: &Write, values: &[SeaValue]) -> b
 /// The rows a statement is about to change, read (and locked) first.
 struct Before {
     rows: Vec<Box<dyn Row>>,
+    /// Whether they were read (or not needed).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    read: bool,
 }
 
 async fn read_rows<C: ConnectionTrait>(
@@ -225,11 +228,11 @@ async fn before<C: ConnectionTrait>(
     values: &[SeaValue],
 ) -> Result<Option<Before>, DbErr> {
     if !pre_select_needed(info, write, values) {
-        return Ok(Some(Before { rows: Vec::new() }));
+        return Ok(Some(Before { rows: Vec::new(), read: false }));
     }
     let filter = match &write.kind {
         WriteKind::Update { filter, .. } | WriteKind::Delete { filter } => filter,
-        _ => return Ok(Some(Before { rows: Vec::new() })),
+        _ => return Ok(Some(Before { rows: Vec::new(), read: false })),
     };
     let lock = backend != DbBackend::Sqlite;
     let stmt = match keys_from_filter(info, filter, values) {
@@ -244,7 +247,7 @@ async fn before<C: ConnectionTrait>(
             .and_then(|(sql, params)| statement(backend, sql, &params, values)),
     };
     let Some(stmt) = stmt else { return Ok(None) };
-    Ok(Some(Before { rows: read_rows(db, info, stmt).await? }))
+    Ok(Some(Before { rows: read_rows(db, info, stmt).await?, read: true }))
 }
 
 /// Runs `call` on `db` under `plan`: reads what the plan needs first, runs
@@ -263,6 +266,10 @@ pub(crate) async fn run<C: ConnectionTrait>(db: &C, plan: &Plan, call: Call) -> 
             Planned::Coarse(_) => None,
             Planned::Precise { info, write } => before(db, backend, info, write, &values).await?,
         });
+    }
+    #[cfg(feature = "test-hooks")]
+    if befores.iter().any(|b| b.as_ref().is_some_and(|b| b.read)) {
+        crate::test_hooks::after_read_first().await;
     }
     let answer = call.run(db).await?;
     let mut deps = Vec::new();
