@@ -133,6 +133,10 @@
 //! * [`list`] and [`list_deps`]: a filtered list's condition.
 //! * [`not_found`]: a cached "no such row".
 //! * [`pk_dep`], [`pk_dep_of`], [`entity_dep`]: keys and switches by hand.
+//!
+//! The [`guide`] has worked examples: detail pages, parents with children,
+//! filtered lists and aggregates, pagination and top-N lists, "not found",
+//! transactions.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -140,6 +144,7 @@ mod connection;
 mod depth;
 mod entity;
 mod error;
+pub mod guide;
 mod key;
 mod list;
 mod statement;
