@@ -60,6 +60,9 @@ pub enum Error {
     /// A scope extractor failed or a condition is not described.
     #[error(transparent)]
     Scope(#[from] matroska::ScopeError),
+    /// A builder setting is invalid.
+    #[error("invalid setting: {0}")]
+    Config(String),
     /// The cache failed.
     #[error("cache error")]
     Cache(#[source] matroska::Error),

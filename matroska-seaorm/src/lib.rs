@@ -147,6 +147,7 @@ mod error;
 pub mod guide;
 mod key;
 mod list;
+pub mod outbox;
 mod statement;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
@@ -163,6 +164,7 @@ pub use entity::CacheEntity;
 pub use error::Error;
 pub use key::{active_pk_dep, changed_columns, entity_dep, entity_name, pk_dep, pk_dep_of};
 pub use list::{list, list_deps, not_found, ListCondition};
+pub use outbox::{Outbox, OutboxConfig};
 pub use matroska;
 /// Derives on an entity's `Model` (and the `ModelEx` of `#[sea_orm::model]`):
 /// see the [crate docs](crate) and the `matroska` attribute below.

@@ -270,7 +270,7 @@ async fn an_unreachable_cache_never_fails_a_committed_write() {
     let tdb = TestDb::new("unreachable_cache").await;
     let cache = Cache::builder().backend(MemoryBackend::new()).build().unwrap();
     let flaky = Flaky { cache: cache.clone(), down: Arc::default(), calls: Arc::default() };
-    let db = CachedDatabase::builder_with(tdb.db.clone(), Arc::new(flaky.clone())).build();
+    let db = CachedDatabase::builder_with(tdb.db.clone(), Arc::new(flaky.clone())).build().unwrap();
     prepare(&db, &cache).await;
     flaky.down.store(true, Ordering::SeqCst);
     // autocommit: written, Ok

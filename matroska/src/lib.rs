@@ -62,7 +62,7 @@ pub use backend::memory::MemoryBackend;
 pub use backend::redis::RedisBackend;
 pub use backend::{Backend, Invalidated, Lookup, PutOutcome, PutRequest, Ticket};
 pub use cache::{
-    mark_uncacheable, Cache, CacheBuilder, Deps, Fetched, Stats, DEFAULT_MAX_KEY_BYTES,
+    mark_uncacheable, Cache, CacheBuilder, Deps, Fetched, Recovery, Stats, DEFAULT_MAX_KEY_BYTES,
     DEFAULT_MAX_PENDING_INVALIDATIONS, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES, MAX_TTL_LIMIT,
 };
 pub use codec::{Codec, Json, MessagePack};

@@ -473,3 +473,53 @@ mod builder_properties {
         }
     }
 }
+
+/// A recovery that counts its runs and can be made to fail.
+struct Counting {
+    runs: AtomicU64,
+    fail: AtomicBool,
+}
+
+impl matroska::Recovery for Counting {
+    fn recover(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), matroska::BoxError>> + Send + '_>> {
+        Box::pin(async move {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                Err("the durable intents cannot be read".into())
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+/// A recovery runs before the first read and after every outage; while it
+/// fails, nothing is served from the cache and nothing is stored.
+#[tokio::test]
+async fn a_recovery_runs_before_serving_reads_after_an_outage() {
+    let (b, cache) = faulty();
+    cache.put("a", &1u32, [Dep::tag("t")], TTL).await.unwrap();
+    let counting = Arc::new(Counting { runs: AtomicU64::new(0), fail: AtomicBool::new(true) });
+    let recovery: Arc<dyn matroska::Recovery> = counting.clone();
+    cache.set_recovery(&recovery);
+    assert!(cache.needs_recovery());
+    assert!(cache.get::<u32>("a").await.is_err(), "not served while the recovery fails");
+    assert!(matches!(cache.put("b", &1u32, [Dep::tag("t")], TTL).await, Err(Error::NotStored { .. })));
+    let v = cache.get_or_load("a", TTL, |_| async { Ok::<_, Error>(7u32) }).await.unwrap();
+    assert_eq!(v, 7, "get_or_load loads instead");
+    counting.fail.store(false, Ordering::SeqCst);
+    assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1));
+    let runs = counting.runs.load(Ordering::SeqCst);
+    assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1));
+    assert_eq!(counting.runs.load(Ordering::SeqCst), runs, "not again while the backend answers");
+    // an outage: the next read recovers first
+    b.down.store(true, Ordering::SeqCst);
+    assert!(cache.get::<u32>("a").await.is_err());
+    b.down.store(false, Ordering::SeqCst);
+    assert_eq!(cache.get::<u32>("a").await.unwrap(), Some(1));
+    assert_eq!(counting.runs.load(Ordering::SeqCst), runs + 1);
+    // the cache holds it weakly
+    drop(recovery);
+    drop(counting);
+    assert!(!cache.needs_recovery());
+}

@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 pub use stream::CachedStream;
 pub use transaction::{CachedTransaction, Committed};
 
+use crate::outbox::{Outbox, OutboxConfig};
 use crate::statement::Analyses;
 use write::{Answer, Call, Plan, Refused};
 
@@ -45,6 +46,12 @@ pub trait Invalidator: Send + Sync + 'static {
     fn flush(&self) -> Pin<Box<dyn Future<Output = Result<usize, matroska::Error>> + Send + '_>> {
         Box::pin(async { Ok(0) })
     }
+
+    /// Installs what the cache must run before serving reads, at first and
+    /// after an outage (the outbox: see [`Cache::set_recovery`]).
+    fn set_recovery(&self, recovery: &Arc<dyn matroska::Recovery>) {
+        let _ = recovery;
+    }
 }
 
 impl<C: Codec> Invalidator for Cache<C> {
@@ -58,6 +65,10 @@ impl<C: Codec> Invalidator for Cache<C> {
 
     fn flush(&self) -> Pin<Box<dyn Future<Output = Result<usize, matroska::Error>> + Send + '_>> {
         Box::pin(self.flush_pending())
+    }
+
+    fn set_recovery(&self, recovery: &Arc<dyn matroska::Recovery>) {
+        Cache::set_recovery(self, recovery);
     }
 }
 
@@ -171,6 +182,7 @@ pub(crate) struct Shared {
     analyses: Analyses,
     unparsed: UnparsedStatements,
     counters: Counters,
+    pub(crate) outbox: Option<Arc<Outbox>>,
 }
 
 impl Shared {
@@ -190,6 +202,30 @@ impl Shared {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 Err(Refusal::from(r).into_db_err())
             }
+        }
+    }
+
+    /// Invalidates what a committed write recorded as intent `intent` (if
+    /// any), then deletes the intent.
+    pub(crate) async fn apply(&self, deps: Vec<Dep>, intent: Option<i64>) -> Result<u64, matroska::Error> {
+        let r = self.invalidate(deps).await;
+        if let (Ok(_), Some(id), Some(outbox)) = (&r, intent, &self.outbox) {
+            let outbox = Arc::clone(outbox);
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move { outbox.applied(id).await });
+                }
+                Err(_) => outbox.applied(id).await,
+            }
+        }
+        r
+    }
+
+    /// Records `deps` as an intent in `txn` when there is an outbox.
+    pub(crate) async fn record(&self, txn: &sea_orm::DatabaseTransaction, deps: &[Dep]) -> Result<Option<i64>, DbErr> {
+        match &self.outbox {
+            Some(outbox) if !deps.is_empty() => Ok(Some(outbox.record(txn, deps).await?)),
+            _ => Ok(None),
         }
     }
 
@@ -256,6 +292,7 @@ pub struct CachedDatabaseBuilder {
     cache: Arc<dyn Invalidator>,
     unparsed: UnparsedStatements,
     analyses: u64,
+    outbox: Option<OutboxConfig>,
 }
 
 impl fmt::Debug for CachedDatabaseBuilder {
@@ -278,18 +315,47 @@ impl CachedDatabaseBuilder {
         self
     }
 
-    /// Builds the connection.
-    pub fn build(self) -> CachedDatabase {
+    /// Makes invalidation durable with a transactional outbox (see the
+    /// [`outbox`](crate::outbox) module): every committed write's intent is
+    /// recorded in the same transaction, applied right after the commit, by
+    /// any process if this one cannot, and before the cache serves reads
+    /// after an outage. The table must exist
+    /// ([`Outbox::create_table`], or the migration).
+    pub fn outbox(mut self, config: OutboxConfig) -> Self {
+        self.outbox = Some(config);
+        self
+    }
+
+    /// Builds the connection (and, with an outbox, starts its drainer on the
+    /// current tokio runtime and installs it as the cache's recovery).
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) for an invalid outbox table
+    /// name.
+    pub fn build(self) -> Result<CachedDatabase, crate::Error> {
+        let outbox = match self.outbox {
+            Some(config) => {
+                config.validate().map_err(|e| crate::Error::Config(e.to_string()))?;
+                Some(Arc::new(Outbox::new(config, self.inner.clone(), Arc::clone(&self.cache))))
+            }
+            None => None,
+        };
+        if let Some(o) = &outbox {
+            let recovery: Arc<dyn matroska::Recovery> = o.clone();
+            self.cache.set_recovery(&recovery);
+            o.start();
+        }
         BUILT.store(true, Ordering::SeqCst);
-        CachedDatabase {
+        Ok(CachedDatabase {
             inner: self.inner,
             shared: Arc::new(Shared {
                 cache: self.cache,
                 analyses: Analyses::new(self.analyses),
                 unparsed: self.unparsed,
                 counters: Counters::default(),
+                outbox,
             }),
-        }
+        })
     }
 }
 
@@ -330,9 +396,24 @@ impl fmt::Debug for CachedDatabase {
 }
 
 impl CachedDatabase {
-    /// Wraps `db`, invalidating `cache`, with the defaults.
+    /// Wraps `db`, invalidating `cache`, with the defaults (no outbox).
     pub fn new<C: Codec>(db: DatabaseConnection, cache: Cache<C>) -> Self {
-        Self::builder(db, cache).build()
+        BUILT.store(true, Ordering::SeqCst);
+        CachedDatabase {
+            inner: db,
+            shared: Arc::new(Shared {
+                cache: Arc::new(cache),
+                analyses: Analyses::new(1024),
+                unparsed: UnparsedStatements::default(),
+                counters: Counters::default(),
+                outbox: None,
+            }),
+        }
+    }
+
+    /// The outbox, if the connection was built with one.
+    pub fn outbox(&self) -> Option<&Arc<Outbox>> {
+        self.shared.outbox.as_ref()
     }
 
     /// A builder wrapping `db` and invalidating `cache`.
@@ -342,7 +423,7 @@ impl CachedDatabase {
 
     /// A builder invalidating through any [`Invalidator`].
     pub fn builder_with(db: DatabaseConnection, cache: Arc<dyn Invalidator>) -> CachedDatabaseBuilder {
-        CachedDatabaseBuilder { inner: db, cache, unparsed: UnparsedStatements::default(), analyses: 1024 }
+        CachedDatabaseBuilder { inner: db, cache, unparsed: UnparsedStatements::default(), analyses: 1024, outbox: None }
     }
 
     /// The wrapped connection. **Writes through it are not seen**: use it
@@ -396,8 +477,11 @@ impl CachedDatabase {
         let db = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         spawn_write(async move {
-            let r = db.execute_raw(stmt).await?;
-            let _ = shared.invalidate(deps).await;
+            let txn = db.begin().await?;
+            let r = txn.execute_raw(stmt).await?;
+            let intent = shared.record(&txn, &deps).await?;
+            sea_orm::TransactionSession::commit(txn).await?;
+            let _ = shared.apply(deps, intent).await;
             Ok(r)
         })
         .await
@@ -419,7 +503,17 @@ impl CachedDatabase {
         Fut: Future<Output = Result<T, DbErr>>,
     {
         let result = run(&self.inner).await;
-        let _ = self.shared.invalidate(crate::entity::every_entity()).await;
+        let deps = crate::entity::every_entity();
+        let intent = match &self.shared.outbox {
+            Some(_) => {
+                let txn = self.inner.begin().await?;
+                let intent = self.shared.record(&txn, &deps).await?;
+                sea_orm::TransactionSession::commit(txn).await?;
+                intent
+            }
+            None => None,
+        };
+        let _ = self.shared.apply(deps, intent).await;
         result
     }
 
@@ -439,20 +533,23 @@ impl CachedDatabase {
                 Call::Execute(s) | Call::QueryOne(s) | Call::QueryAll(s) => s.values.clone().map(|v| v.0).unwrap_or_default(),
                 Call::Unprepared(_) => Vec::new(),
             };
-            let (answer, deps) = if plan.reads_first(&values) {
+            let (answer, deps, intent) = if plan.reads_first(&values) || shared.outbox.is_some() {
                 // read, write and read again in one transaction of our own
+                // (with the intent, when there is an outbox)
                 let options = TransactionOptions {
                     sqlite_transaction_mode: (backend == DbBackend::Sqlite).then_some(SqliteTransactionMode::Immediate),
                     ..TransactionOptions::default()
                 };
                 let txn = db.begin_with_options(options).await?;
                 let (answer, deps) = write::run(&txn, &plan, call).await?;
+                let intent = shared.record(&txn, &deps).await?;
                 sea_orm::TransactionSession::commit(txn).await?;
-                (answer, deps)
+                (answer, deps, intent)
             } else {
-                write::run(&db, &plan, call).await?
+                let (answer, deps) = write::run(&db, &plan, call).await?;
+                (answer, deps, None)
             };
-            let _ = shared.invalidate(deps).await;
+            let _ = shared.apply(deps, intent).await;
             Ok(answer)
         })
         .await

@@ -144,8 +144,9 @@ impl CachedTransaction {
             parent.absorb(deps);
             return Ok(Committed::Released);
         }
+        let intent = shared.record(&inner, &deps).await?;
         let committed = inner.commit().await;
-        let invalidated = shared.invalidate(deps).await;
+        let invalidated = shared.apply(deps, intent.filter(|_| committed.is_ok())).await;
         committed?;
         Ok(match invalidated {
             Ok(dropped) => Committed::Invalidated { dropped },

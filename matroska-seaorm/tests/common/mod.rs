@@ -230,6 +230,7 @@ pub struct TestDb {
     pub db: DatabaseConnection,
     admin: Option<(DatabaseConnection, String)>,
     file: Option<std::path::PathBuf>,
+    url: String,
 }
 
 fn with_db_name(url: &str, name: &str) -> String {
@@ -275,10 +276,11 @@ impl TestDb {
                     format!("CREATE DATABASE `{dbname}`")
                 };
                 admin.execute_unprepared(&create).await.expect("create test database");
-                let mut opts = ConnectOptions::new(with_db_name(&url, &dbname));
+                let url = with_db_name(&url, &dbname);
+                let mut opts = ConnectOptions::new(url.clone());
                 opts.max_connections(max.unwrap_or(4)).sqlx_logging(false);
                 let db = Database::connect(opts).await.expect("connect to the test database");
-                TestDb { db, admin: Some((admin, dbname)), file: None }
+                TestDb { db, admin: Some((admin, dbname)), file: None, url }
             }
             _ => {
                 let file = max.map(|_| {
@@ -296,14 +298,14 @@ impl TestDb {
                     }
                     None => "sqlite::memory:".to_owned(),
                 };
-                let mut opts = ConnectOptions::new(url);
+                let mut opts = ConnectOptions::new(url.clone());
                 opts.max_connections(max.unwrap_or(1)).sqlx_logging(false);
                 let db = Database::connect(opts).await.expect("connect to SQLite");
                 if file.is_some() {
                     db.execute_unprepared("PRAGMA journal_mode=WAL").await.expect("WAL");
                     db.execute_unprepared("PRAGMA busy_timeout=5000").await.expect("busy timeout");
                 }
-                TestDb { db, admin: None, file }
+                TestDb { db, admin: None, file, url }
             }
         };
         create_schema(&t.db).await.expect("schema");
@@ -312,6 +314,16 @@ impl TestDb {
 
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
+    }
+
+    /// The URL of this test's database (server databases).
+    pub fn url(&self) -> Option<String> {
+        (self.admin.is_some()).then(|| self.url.clone())
+    }
+
+    /// The URL of this test's SQLite file, if it has one.
+    pub fn file_url(&self) -> Option<String> {
+        self.file.as_ref().map(|_| self.url.clone())
     }
 
     /// A cached connection over this database and a fresh memory cache.

@@ -159,6 +159,8 @@ impl<C: Codec> CacheBuilder<C> {
                 stats: Counters::default(),
                 pending: Pending::new(self.max_pending),
                 flushing: tokio::sync::Mutex::new(()),
+                recovery: std::sync::RwLock::new(None),
+                needs_recovery: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -207,6 +209,23 @@ struct Inner<C> {
     pending: Pending,
     /// Held while pending invalidations are being applied before a read.
     flushing: tokio::sync::Mutex<()>,
+    /// What must run before reads are served, at first and after an outage.
+    recovery: std::sync::RwLock<Option<std::sync::Weak<dyn Recovery>>>,
+    /// Set by a transient backend failure (and by `set_recovery`).
+    needs_recovery: std::sync::atomic::AtomicBool,
+}
+
+/// Work a cache must have done before it serves reads: when it is first
+/// used, and again after its backend failed transiently (an outage, during
+/// which invalidations recorded elsewhere, by other processes, may not have
+/// reached it). A database integration installs one that applies the
+/// invalidation intents it keeps durably (the `matroska-seaorm` outbox).
+///
+/// While it has not succeeded, reads are not served from the cache (`get`
+/// fails, `get_or_load` calls its loader) and puts are refused.
+pub trait Recovery: Send + Sync + 'static {
+    /// Applies what must be applied; an error keeps the cache from serving.
+    fn recover(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), crate::BoxError>> + Send + '_>>;
 }
 
 /// The answer to [`Cache::lookup`]: a hit, or a miss with the ticket to pass to
@@ -371,7 +390,57 @@ impl<C: Codec> Cache<C> {
 
     fn backend_error(&self, e: crate::error::BackendError) -> Error {
         bump(&self.inner.stats.backend_errors);
+        if e.is_transient() {
+            self.inner.needs_recovery.store(true, Ordering::Release);
+        }
         Error::Backend(e)
+    }
+
+    /// Installs the [`Recovery`] to run before this cache serves reads: now
+    /// (before the next read) and after every transient backend failure.
+    /// The cache keeps only a weak reference: the recovery stops applying
+    /// once its owner is dropped.
+    pub fn set_recovery(&self, recovery: &Arc<dyn Recovery>) {
+        *self.inner.recovery.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(recovery));
+        self.inner.needs_recovery.store(true, Ordering::Release);
+    }
+
+    /// Whether the cache will run its recovery before serving the next read.
+    pub fn needs_recovery(&self) -> bool {
+        self.inner.needs_recovery.load(Ordering::Acquire) && self.recovery().is_some()
+    }
+
+    fn recovery(&self) -> Option<Arc<dyn Recovery>> {
+        self.inner.recovery.read().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// Runs the recovery if one is due; `Err` when it failed (or another
+    /// task is running it).
+    async fn recover(&self) -> Result<(), Error> {
+        if !self.inner.needs_recovery.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let Some(recovery) = self.recovery() else { return Ok(()) };
+        let Ok(_guard) = self.inner.flushing.try_lock() else {
+            return Err(self.unavailable("the cache is recovering (applying invalidations recorded durably)"));
+        };
+        self.inner.needs_recovery.store(false, Ordering::Release);
+        match recovery.recover().await {
+            Ok(()) => {
+                debug!("recovered: durable invalidations applied before serving reads");
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.needs_recovery.store(true, Ordering::Release);
+                warn!(error = %e, "recovery failed: reads are not served from the cache");
+                Err(self.unavailable("the cache could not apply the invalidations recorded durably"))
+            }
+        }
+    }
+
+    fn unavailable(&self, why: &'static str) -> Error {
+        bump(&self.inner.stats.backend_errors);
+        Error::Backend(BackendError::new(BackendErrorKind::Unavailable, why))
     }
 
     /// Decodes a stored value; inside a loader, bubbles its dependencies.
@@ -461,6 +530,9 @@ impl<C: Codec> Cache<C> {
     /// the pending ones (one backend call), or fails so that the read is not
     /// served from the cache.
     async fn ready(&self) -> Result<(), Error> {
+        if self.inner.needs_recovery.load(Ordering::Acquire) {
+            self.recover().await?;
+        }
         if self.inner.pending.is_clear() {
             return Ok(());
         }
@@ -569,7 +641,7 @@ impl<C: Codec> Cache<C> {
         let backend_deps = self.backend_deps(deps);
         // A dependency whose invalidation failed has no tombstone yet: the
         // value may predate that invalidation.
-        if self.inner.pending.contains_any(&backend_deps) || self.inner.pending.overflowed() {
+        if self.inner.pending.contains_any(&backend_deps) || self.inner.pending.overflowed() || self.needs_recovery() {
             bump(&self.inner.stats.refused_puts);
             debug!(key = %Short(full), "put refused: an invalidation of one of its dependencies is pending");
             return Ok(PutOutcome::Refused);
