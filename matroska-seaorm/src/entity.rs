@@ -15,8 +15,7 @@ use std::sync::{Arc, LazyLock};
 
 use matroska::{Dep, Params, Scopes};
 use sea_orm::{
-    EntityTrait, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, QueryResult, RelationTrait,
-    Value as SeaValue,
+    EntityTrait, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn, QueryResult, RelationTrait, Value as SeaValue,
 };
 
 use crate::key::{entity_name, pk_dep};
@@ -179,10 +178,7 @@ impl EntityInfo {
     /// alone (`value(column)` gives each needed column's canonical value, or
     /// `None` if unknown). `None` when some needed value is unknown or a
     /// scope computes its parameters.
-    pub(crate) fn memberships_from_values(
-        &self,
-        value: impl Fn(&str) -> Option<matroska::Value>,
-    ) -> Option<Vec<Dep>> {
+    pub(crate) fn memberships_from_values(&self, value: impl Fn(&str) -> Option<matroska::Value>) -> Option<Vec<Dep>> {
         let scopes = self.scope_columns.as_ref()?;
         let mut deps = vec![Dep::condition(self.table, Params::new())];
         for set in scopes {
@@ -377,15 +373,13 @@ pub(crate) fn registry() -> &'static HashMap<String, Vec<Arc<EntityInfo>>> {
 }
 
 /// The registered entity a statement's table name denotes, if exactly one.
-pub(crate) fn lookup(name: &crate::statement::TableName) -> Option<Arc<EntityInfo>> {
+pub(crate) fn lookup(name: &matroska_sql::TableName) -> Option<Arc<EntityInfo>> {
     let reg = registry();
     let candidates: Vec<&Arc<EntityInfo>> = match reg.get(&name.table) {
         Some(list) => list.iter().collect(),
-        None if !name.quoted => reg
-            .iter()
-            .filter(|(t, _)| t.eq_ignore_ascii_case(&name.table))
-            .flat_map(|(_, l)| l.iter())
-            .collect(),
+        None if !name.quoted => {
+            reg.iter().filter(|(t, _)| t.eq_ignore_ascii_case(&name.table)).flat_map(|(_, l)| l.iter()).collect()
+        }
         None => Vec::new(),
     };
     let matching: Vec<&Arc<EntityInfo>> =

@@ -148,7 +148,6 @@ pub mod guide;
 mod key;
 mod list;
 pub mod outbox;
-mod statement;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod test_hooks;
@@ -164,7 +163,6 @@ pub use entity::CacheEntity;
 pub use error::Error;
 pub use key::{active_pk_dep, changed_columns, entity_dep, entity_name, pk_dep, pk_dep_of};
 pub use list::{list, list_deps, not_found, ListCondition};
-pub use outbox::{Outbox, OutboxConfig};
 pub use matroska;
 /// Derives on an entity's `Model` (and the `ModelEx` of `#[sea_orm::model]`):
 /// see the [crate docs](crate) and the `matroska` attribute below.
@@ -186,6 +184,7 @@ pub use matroska_seaorm_macros::CacheEntity;
 /// Derives [`Walk`] for your own struct: each field is a relation by its name
 /// in a depth map (`#[matroska(skip)]` leaves a field out).
 pub use matroska_seaorm_macros::Walk;
+pub use outbox::{Outbox, OutboxConfig};
 pub use value::to_value;
 pub use walk::{dependencies, Collector, Walk};
 

@@ -54,7 +54,7 @@ use tracing::{debug, error, warn};
 use crate::connection::Invalidator;
 
 /// The default outbox table.
-pub const DEFAULT_TABLE: &str = "matroska_outbox";
+pub const DEFAULT_TABLE: &str = matroska_sql::outbox::DEFAULT_TABLE;
 
 /// How an outbox is configured. `OutboxConfig::default()` gives the
 /// defaults below.
@@ -224,15 +224,7 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The dependencies of an intent as stored: a JSON array of their keys.
-fn encode(deps: &[Dep]) -> String {
-    serde_json::to_string(&deps.iter().map(Dep::as_str).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
-}
-
-fn decode(text: &str) -> Option<Vec<Dep>> {
-    let keys: Vec<String> = serde_json::from_str(text).ok()?;
-    keys.iter().map(|k| Dep::from_encoded(k)).collect()
-}
+use matroska_sql::outbox::{decode, encode};
 
 fn col(name: &str) -> Alias {
     Alias::new(name)
@@ -279,9 +271,10 @@ impl Outbox {
             insert.returning_col(col("id"));
             if backend == DbBackend::Postgres && self.config.listen {
                 // wake drainers of other processes (after the commit)
-                insert.returning(
-                    Query::returning().exprs([Expr::col(col("id")).into(), Expr::cust("pg_notify('matroska_outbox', '')")]),
-                );
+                insert.returning(Query::returning().exprs([
+                    Expr::col(col("id")),
+                    Expr::cust(format!("pg_notify('{}', '')", matroska_sql::outbox::CHANNEL)),
+                ]));
             }
             let row = txn
                 .query_one_raw(backend.build(&insert))
@@ -480,7 +473,9 @@ impl Outbox {
         for dead in [false, true] {
             let row = self.db.query_one_raw(backend.build(&q(dead))).await?;
             let (n, oldest) = match row {
-                Some(r) => (r.try_get_by_index::<i64>(0).unwrap_or(0), r.try_get_by_index::<Option<i64>>(1).ok().flatten()),
+                Some(r) => {
+                    (r.try_get_by_index::<i64>(0).unwrap_or(0), r.try_get_by_index::<Option<i64>>(1).ok().flatten())
+                }
                 None => (0, None),
             };
             if dead {
@@ -554,7 +549,7 @@ async fn listener(outbox: Weak<Outbox>, pool: sqlx::PgPool, grace: Duration) {
             return;
         }
     };
-    if let Err(e) = listener.listen("matroska_outbox").await {
+    if let Err(e) = listener.listen(matroska_sql::outbox::CHANNEL).await {
         debug!(error = %e, "LISTEN failed; the outbox drainer polls");
         return;
     }
@@ -578,7 +573,9 @@ async fn listener(outbox: Weak<Outbox>, pool: sqlx::PgPool, grace: Duration) {
 }
 
 impl matroska::Recovery for Outbox {
-    fn recover(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), matroska::BoxError>> + Send + '_>> {
+    fn recover(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), matroska::BoxError>> + Send + '_>> {
         Box::pin(async move {
             let d = self.drain_all().await?;
             if d.failed > 0 {
@@ -627,12 +624,7 @@ pub async fn create_table<C: ConnectionTrait>(db: &C, table: &str) -> Result<(),
     }
     db.execute_raw(backend.build(&create)).await?;
     let mut index = Index::create();
-    index
-        .name(format!("{table}_due"))
-        .table(col(table))
-        .col(col("dead"))
-        .col(col("next_attempt_at"))
-        .if_not_exists();
+    index.name(format!("{table}_due")).table(col(table)).col(col("dead")).col(col("next_attempt_at")).if_not_exists();
     if backend == DbBackend::MySql {
         // MySQL has no CREATE INDEX IF NOT EXISTS
         let exists = db

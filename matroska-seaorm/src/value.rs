@@ -98,7 +98,9 @@ fn extended(v: &SeaValue) -> Result<Value, Error> {
         #[cfg(feature = "with-chrono")]
         SeaValue::ChronoDateTimeWithTimeZone(Some(t)) => Ok(Value::Str(utc(&t.with_timezone(&chrono::Utc)))),
         #[cfg(feature = "with-time")]
-        SeaValue::TimeDate(Some(d)) => Ok(Value::Str(format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()))),
+        SeaValue::TimeDate(Some(d)) => {
+            Ok(Value::Str(format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())))
+        }
         #[cfg(feature = "with-time")]
         SeaValue::TimeTime(Some(t)) => Ok(Value::Str(time_of_day(*t))),
         #[cfg(feature = "with-time")]
@@ -253,9 +255,9 @@ pub(crate) fn coerce(table: &str, column: &str, ty: &ColumnType, v: Value) -> Re
         }
         #[cfg(feature = "with-uuid")]
         ColumnType::Uuid => match &v {
-            Value::Str(s) => {
-                uuid::Uuid::parse_str(s.trim()).map(|u| Value::Str(u.hyphenated().to_string())).map_err(|_| mismatch(&v))
-            }
+            Value::Str(s) => uuid::Uuid::parse_str(s.trim())
+                .map(|u| Value::Str(u.hyphenated().to_string()))
+                .map_err(|_| mismatch(&v)),
             other => Err(mismatch(other)),
         },
         #[cfg(feature = "with-json")]
@@ -289,7 +291,9 @@ pub(crate) fn coerce(table: &str, column: &str, ty: &ColumnType, v: Value) -> Re
         },
         // a column type with no loose form: only its canonical string (from
         // a typed value) can meet it
-        _ => Err(Error::UnsupportedColumn { table: table.to_owned(), column: column.to_owned(), kind: column_kind(ty) }),
+        _ => {
+            Err(Error::UnsupportedColumn { table: table.to_owned(), column: column.to_owned(), kind: column_kind(ty) })
+        }
     }
 }
 
@@ -324,6 +328,9 @@ mod tests {
         assert_eq!(coerce("t", "c", &b, Value::Str("false".into())).unwrap(), Value::Bool(false));
         assert!(coerce("t", "c", &b, Value::Int(2)).is_err());
         assert!(coerce("t", "c", &ColumnType::Text, Value::Int(2)).is_err());
-        assert_eq!(coerce("t", "c", &ColumnType::Float, Value::Float(0.1)).unwrap(), to_value(&SeaValue::Float(Some(0.1))).unwrap());
+        assert_eq!(
+            coerce("t", "c", &ColumnType::Float, Value::Float(0.1)).unwrap(),
+            to_value(&SeaValue::Float(Some(0.1))).unwrap()
+        );
     }
 }

@@ -225,7 +225,9 @@ fn unmapped_types_are_refused() {
 #[test]
 fn typed_values_are_canonical() {
     use sea_orm::prelude::{ChronoDateTimeWithTimeZone, Decimal};
-    let at = |s: &str| tv(&SeaValue::ChronoDateTimeWithTimeZone(Some(ChronoDateTimeWithTimeZone::parse_from_rfc3339(s).unwrap())));
+    let at = |s: &str| {
+        tv(&SeaValue::ChronoDateTimeWithTimeZone(Some(ChronoDateTimeWithTimeZone::parse_from_rfc3339(s).unwrap())))
+    };
     assert_eq!(at("2024-01-02T03:04:05+02:00"), at("2024-01-02T01:04:05Z"), "one instant, two offsets");
     assert_ne!(at("2024-01-02T03:04:05+02:00"), at("2024-01-02T03:04:05Z"));
     let dec = |s: &str| tv(&SeaValue::Decimal(Some(s.parse::<Decimal>().unwrap())));

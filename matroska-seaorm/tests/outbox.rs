@@ -150,7 +150,10 @@ async fn an_intent_left_behind_is_applied_before_another_process_reads() {
     // entries A could not invalidate
     let cache_b = Cache::builder().shared_backend(backend.clone()).build().unwrap();
     let plain_b = Cache::builder().shared_backend(backend.clone()).build().unwrap();
-    assert!(stale_views(&db_a, &plain_b).await.iter().any(|(v, ..)| *v == View::Published(1)), "stale in the shared backend");
+    assert!(
+        stale_views(&db_a, &plain_b).await.iter().any(|(v, ..)| *v == View::Published(1)),
+        "stale in the shared backend"
+    );
     let db_b = outboxed(&tdb.db, Arc::new(cache_b.clone()), config()).await;
     // its first read applies the outbox first
     assert_fresh(&db_b, &cache_b).await;
@@ -246,7 +249,8 @@ async fn the_background_drainer_applies_what_a_writer_left() {
 async fn the_outbox_table_name_is_checked_and_configurable() {
     let tdb = TestDb::new("outbox_names").await;
     let cache = Cache::new(MemoryBackend::new());
-    let err = CachedDatabase::builder(tdb.db.clone(), cache.clone()).outbox(OutboxConfig::new().table("x; DROP")).build();
+    let err =
+        CachedDatabase::builder(tdb.db.clone(), cache.clone()).outbox(OutboxConfig::new().table("x; DROP")).build();
     assert!(matches!(err, Err(matroska_seaorm::Error::Config(_))));
     let db = CachedDatabase::builder(tdb.db.clone(), cache.clone())
         .outbox(OutboxConfig::new().table("app_cache_intents").drainer(false))
@@ -361,10 +365,7 @@ async fn writes_go_on_while_redis_is_down_and_reads_wait_for_their_intents() {
     assert_fresh(&db2, &fresh).await;
     assert_eq!(pending(&db2).await, 0);
     // and the first process serves nothing stale either
-    eventually("the first cache recovers", || async {
-        cache.get::<serde_json::Value>("probe").await.is_ok()
-    })
-    .await;
+    eventually("the first cache recovers", || async { cache.get::<serde_json::Value>("probe").await.is_ok() }).await;
     assert_fresh(&db, &cache).await;
     drop((db, db2));
     tdb.drop_db().await;

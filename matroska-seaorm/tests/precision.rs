@@ -129,7 +129,8 @@ db_test!(not_found_is_dropped_by_every_insert_path, |db, cache| {
                 article::Entity::insert_many([make()]).exec(db).await.unwrap();
             }
             _ => {
-                let (ph, n) = if db.get_database_backend() == sea_orm::DbBackend::Postgres { ("$1", "$1") } else { ("?", "?") };
+                let (ph, n) =
+                    if db.get_database_backend() == sea_orm::DbBackend::Postgres { ("$1", "$1") } else { ("?", "?") };
                 let _ = n;
                 let stmt = sea_orm::Statement::from_sql_and_values(
                     db.get_database_backend(),

@@ -57,9 +57,7 @@ db_test!(commit_invalidates_after_the_commit, pool, |db, cache| {
 
 db_test!(seaorm_transaction_closure_commits_and_invalidates, |db, cache| {
     prepare(db, cache).await;
-    db.transaction::<_, (), DbErr>(|txn| Box::pin(async move { publish_draft_2(txn).await }))
-        .await
-        .unwrap();
+    db.transaction::<_, (), DbErr>(|txn| Box::pin(async move { publish_draft_2(txn).await })).await.unwrap();
     assert_fresh(db, cache).await;
     assert_eq!(titles(&rust_list(db, cache).await), ["ownership", "lifetimes"]);
 });
@@ -75,10 +73,11 @@ db_test!(rollback_after_a_read_inside_leaves_nothing_cached, pool, |db, cache| {
         .get_or_load(&View::Published(1).key(), TTL, |deps| {
             let txn = &txn;
             async move {
-            let v = View::Published(1).query(txn).await?;
-            deps.extend(View::Published(1).deps(txn).await?);
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(v)
-        }})
+                let v = View::Published(1).query(txn).await?;
+                deps.extend(View::Published(1).deps(txn).await?);
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(v)
+            }
+        })
         .await
         .unwrap();
     assert_eq!(titles(&inside), ["ownership", "lifetimes"], "the transaction sees its own write");
@@ -192,7 +191,10 @@ db_test!(pool_writes_inside_a_failing_transaction_are_invalidated, pool, |db, ca
     assert!(r.is_err());
     assert_fresh(db, cache).await;
     assert_eq!(titles(&rust_list(db, cache).await), ["ownership", "lifetimes"]);
-    assert!(cache.has(&View::ArticleWithComments(1).key()).await.unwrap(), "the rolled-back delete invalidates nothing");
+    assert!(
+        cache.has(&View::ArticleWithComments(1).key()).await.unwrap(),
+        "the rolled-back delete invalidates nothing"
+    );
 });
 
 db_test!(active_model_ex_builders_are_followed, |db, cache| {
@@ -300,11 +302,19 @@ async fn no_cached_connection_no_refusal_and_then_refusal() {
 
 /// Reading a view through a transaction (a loader inside it).
 trait ReadIn {
-    fn read_in<'a>(self, txn: &'a CachedTransaction, cache: &'a Cache) -> Pin<Box<dyn Future<Output = serde_json::Value> + Send + 'a>>;
+    fn read_in<'a>(
+        self,
+        txn: &'a CachedTransaction,
+        cache: &'a Cache,
+    ) -> Pin<Box<dyn Future<Output = serde_json::Value> + Send + 'a>>;
 }
 
 impl ReadIn for View {
-    fn read_in<'a>(self, txn: &'a CachedTransaction, cache: &'a Cache) -> Pin<Box<dyn Future<Output = serde_json::Value> + Send + 'a>> {
+    fn read_in<'a>(
+        self,
+        txn: &'a CachedTransaction,
+        cache: &'a Cache,
+    ) -> Pin<Box<dyn Future<Output = serde_json::Value> + Send + 'a>> {
         Box::pin(async move {
             cache
                 .get_or_load(&self.key(), TTL, |deps| async move {

@@ -158,7 +158,14 @@ db_test!(active_model_save_moves_between_categories, |db, cache| {
     // it leaves rust and enters python: both lists, both counts, both top-N
     assert_dropped(
         cache,
-        &[View::Published(1), View::Published(2), View::CountPublished(1), View::CountPublished(2), View::Cheapest(1), View::Cheapest(2)],
+        &[
+            View::Published(1),
+            View::Published(2),
+            View::CountPublished(1),
+            View::CountPublished(2),
+            View::Cheapest(1),
+            View::Cheapest(2),
+        ],
     )
     .await;
     assert_kept(cache, &[View::Published(3), View::CountPublished(3), View::Article(2), View::Product(1)]).await;
@@ -206,7 +213,8 @@ db_test!(update_many_with_a_parameter, |db, cache| {
         .await
         .unwrap();
     assert_fresh(db, cache).await;
-    assert_dropped(cache, &[View::Published(1), View::Published(2), View::CountPublished(1), View::CountPublished(2)]).await;
+    assert_dropped(cache, &[View::Published(1), View::Published(2), View::CountPublished(1), View::CountPublished(2)])
+        .await;
     assert_kept(cache, &[View::Article(2), View::Published(3), View::Product(1)]).await;
 });
 
@@ -229,7 +237,11 @@ db_test!(active_model_delete, |db, cache| {
     let a = article::Entity::find_by_id(3).one(db).await.unwrap().unwrap();
     a.into_active_model().delete(db).await.unwrap();
     assert_fresh(db, cache).await;
-    assert_dropped(cache, &[View::Published(2), View::CountPublished(2), View::AllArticles, View::AuthorWithArticles(1)]).await;
+    assert_dropped(
+        cache,
+        &[View::Published(2), View::CountPublished(2), View::AllArticles, View::AuthorWithArticles(1)],
+    )
+    .await;
     assert_kept(cache, &[View::Published(1), View::Article(1), View::Product(1)]).await;
 });
 
@@ -270,7 +282,8 @@ db_test!(delete_many_with_returning, |db, cache| {
     if db.get_database_backend() == DbBackend::MySql {
         return; // SeaORM refuses DELETE .. RETURNING on MySQL before sending anything
     }
-    let gone = article::Entity::delete_many().filter(article::Column::AuthorId.eq(2)).exec_with_returning(db).await.unwrap();
+    let gone =
+        article::Entity::delete_many().filter(article::Column::AuthorId.eq(2)).exec_with_returning(db).await.unwrap();
     assert_eq!(gone.len(), 1);
     assert_fresh(db, cache).await;
     assert_dropped(cache, &[View::Article(2), View::AllArticles]).await;

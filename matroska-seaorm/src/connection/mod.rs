@@ -24,7 +24,7 @@ pub use stream::CachedStream;
 pub use transaction::{CachedTransaction, Committed};
 
 use crate::outbox::{Outbox, OutboxConfig};
-use crate::statement::Analyses;
+use matroska_sql::Analyses;
 use write::{Answer, Call, Plan, Refused};
 
 /// A cache as the connection sees it: something that invalidates
@@ -187,7 +187,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn plan(&self, sql: &str, backend: DbBackend) -> Result<Plan, DbErr> {
-        let analysis = self.analyses.get(sql, backend);
+        let analysis = self.analyses.get(sql, dialect(backend));
         match write::plan(&analysis, self.unparsed == UnparsedStatements::InvalidateEverything) {
             Ok(plan) => {
                 if let Plan::Writes(ws) = &plan {
@@ -423,7 +423,13 @@ impl CachedDatabase {
 
     /// A builder invalidating through any [`Invalidator`].
     pub fn builder_with(db: DatabaseConnection, cache: Arc<dyn Invalidator>) -> CachedDatabaseBuilder {
-        CachedDatabaseBuilder { inner: db, cache, unparsed: UnparsedStatements::default(), analyses: 1024, outbox: None }
+        CachedDatabaseBuilder {
+            inner: db,
+            cache,
+            unparsed: UnparsedStatements::default(),
+            analyses: 1024,
+            outbox: None,
+        }
     }
 
     /// The wrapped connection. **Writes through it are not seen**: use it
@@ -472,7 +478,9 @@ impl CachedDatabase {
     pub async fn execute_touching(&self, stmt: Statement, tables: &[&str]) -> Result<ExecResult, DbErr> {
         let deps: Vec<Dep> = tables
             .iter()
-            .flat_map(|t| write::table_switch(&crate::statement::TableName { schema: None, table: (*t).to_owned(), quoted: true }))
+            .flat_map(|t| {
+                write::table_switch(&matroska_sql::TableName { schema: None, table: (*t).to_owned(), quoted: true })
+            })
             .collect();
         let db = self.inner.clone();
         let shared = Arc::clone(&self.shared);
@@ -530,7 +538,9 @@ impl CachedDatabase {
         let shared = Arc::clone(&self.shared);
         spawn_write(async move {
             let values: Vec<sea_orm::Value> = match &call {
-                Call::Execute(s) | Call::QueryOne(s) | Call::QueryAll(s) => s.values.clone().map(|v| v.0).unwrap_or_default(),
+                Call::Execute(s) | Call::QueryOne(s) | Call::QueryAll(s) => {
+                    s.values.clone().map(|v| v.0).unwrap_or_default()
+                }
                 Call::Unprepared(_) => Vec::new(),
             };
             let (answer, deps, intent) = if plan.reads_first(&values) || shared.outbox.is_some() {
@@ -694,5 +704,14 @@ impl sea_orm::StreamTrait for CachedDatabase {
             let rows = all(self.call(Call::QueryAll(stmt)).await?)?;
             Ok(CachedStream::Buffered(rows.into_iter()))
         })
+    }
+}
+
+/// The statement dialect of a SeaORM backend.
+pub(crate) fn dialect(backend: sea_orm::DbBackend) -> matroska_sql::Dialect {
+    match backend {
+        sea_orm::DbBackend::Postgres => matroska_sql::Dialect::Postgres,
+        sea_orm::DbBackend::MySql => matroska_sql::Dialect::MySql,
+        _ => matroska_sql::Dialect::Sqlite,
     }
 }

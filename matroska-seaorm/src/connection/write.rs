@@ -16,7 +16,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statem
 use tracing::warn;
 
 use crate::entity::{self, unkeyed_insert, EntityInfo, Row};
-use crate::statement::{self, Analysis, Filter, Operand, Write, WriteKind};
+use matroska_sql::{self as statement, Analysis, Filter, Operand, Write, WriteKind};
 
 /// A call of `ConnectionTrait` the wrapper forwards.
 #[derive(Debug)]
@@ -81,7 +81,10 @@ pub(crate) enum Plan {
 pub(crate) enum Planned {
     /// Invalidate these dependencies; no rows to read.
     Coarse(Vec<Dep>),
-    Precise { info: Arc<EntityInfo>, write: Write },
+    Precise {
+        info: Arc<EntityInfo>,
+        write: Write,
+    },
 }
 
 impl Plan {
@@ -203,11 +206,7 @@ struct Before {
     read: bool,
 }
 
-async fn read_rows<C: ConnectionTrait>(
-    db: &C,
-    info: &EntityInfo,
-    stmt: Statement,
-) -> Result<Vec<Box<dyn Row>>, DbErr> {
+async fn read_rows<C: ConnectionTrait>(db: &C, info: &EntityInfo, stmt: Statement) -> Result<Vec<Box<dyn Row>>, DbErr> {
     let rows = db.query_all_raw(stmt).await?;
     rows.iter().map(|r| info.row(r)).collect()
 }
@@ -243,7 +242,7 @@ async fn before<C: ConnectionTrait>(
             }
             Some(s)
         }
-        None => statement::select_rows(backend, &write.target, filter, lock)
+        None => statement::select_rows(super::dialect(backend), &write.target, filter, lock)
             .and_then(|(sql, params)| statement(backend, sql, &params, values)),
     };
     let Some(stmt) = stmt else { return Ok(None) };
@@ -327,21 +326,15 @@ async fn after<C: ConnectionTrait>(
                 deps.push(info.everything());
             }
             // full rows returned?
-            let full: Option<Vec<Box<dyn Row>>> = if returned.is_empty() {
-                None
-            } else {
-                returned.iter().map(|r| info.row(r).ok()).collect()
-            };
+            let full: Option<Vec<Box<dyn Row>>> =
+                if returned.is_empty() { None } else { returned.iter().map(|r| info.row(r).ok()).collect() };
             if let Some(full) = full {
                 deps.extend(row_deps(&full, None)?);
                 return Ok(deps);
             }
             // the new rows' keys
-            let mut keys: Option<Vec<Vec<SeaValue>>> = if returned.is_empty() {
-                None
-            } else {
-                returned.iter().map(|r| info.pk_of(r).ok()).collect()
-            };
+            let mut keys: Option<Vec<Vec<SeaValue>>> =
+                if returned.is_empty() { None } else { returned.iter().map(|r| info.pk_of(r).ok()).collect() };
             if keys.is_none() {
                 keys = rows
                     .iter()
@@ -414,11 +407,8 @@ async fn after<C: ConnectionTrait>(
             }
             let mut deps = row_deps(&before.rows, Some(&changed))?;
             // the new values: returned rows, the parameters, or a read by key
-            let full: Option<Vec<Box<dyn Row>>> = if returned.is_empty() {
-                None
-            } else {
-                returned.iter().map(|r| info.row(r).ok()).collect()
-            };
+            let full: Option<Vec<Box<dyn Row>>> =
+                if returned.is_empty() { None } else { returned.iter().map(|r| info.row(r).ok()).collect() };
             let new_rows = match full {
                 Some(rows) => rows,
                 None => match from_parameters(info, assignments, values, &before.rows) {

@@ -261,7 +261,9 @@ impl TestDb {
                 let mut dbname = format!("mseaorm_{}_{}", env!("CARGO_CRATE_NAME"), name);
                 if dbname.len() > 60 {
                     // MySQL names are at most 64 characters
-                    let h = dbname.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+                    let h = dbname
+                        .bytes()
+                        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
                     dbname = format!("{}_{h:016x}", &dbname[..40]);
                 }
                 let drop_sql = if url.starts_with("postgres") {
@@ -451,44 +453,35 @@ impl View {
             )
             .all(db)
             .await?),
-            View::AuthorWithArticles(id) => j(&author::Entity::load()
-                .filter_by_id(id)
-                .with(article::Entity)
-                .one(db)
-                .await?
-                .map(|mut a| {
+            View::AuthorWithArticles(id) => {
+                j(&author::Entity::load().filter_by_id(id).with(article::Entity).one(db).await?.map(|mut a| {
                     if let sea_orm::entity::prelude::HasMany::Loaded(v) = &mut a.articles {
                         v.sort_by_key(|x| x.id);
                     }
                     a
-                })),
-            View::ArticleWithTags(id) => j(&article::Entity::load()
-                .filter_by_id(id)
-                .with(tag::Entity)
-                .one(db)
-                .await?
-                .map(|mut a| {
+                }))
+            }
+            View::ArticleWithTags(id) => {
+                j(&article::Entity::load().filter_by_id(id).with(tag::Entity).one(db).await?.map(|mut a| {
                     if let sea_orm::entity::prelude::HasMany::Loaded(v) = &mut a.tags {
                         v.sort_by_key(|x| x.id);
                     }
                     a
-                })),
+                }))
+            }
             View::ArticleWithComments(id) => j(&article::Entity::find_by_id(id)
                 .find_with_related(comment::Entity)
                 .order_by_asc(comment::Column::Id)
                 .all(db)
                 .await?),
-            View::ProductWithReviews(id) => j(&product::Entity::load()
-                .filter_by_id(id)
-                .with(review::Entity)
-                .one(db)
-                .await?
-                .map(|mut p| {
+            View::ProductWithReviews(id) => {
+                j(&product::Entity::load().filter_by_id(id).with(review::Entity).one(db).await?.map(|mut p| {
                     if let sea_orm::entity::prelude::HasMany::Loaded(v) = &mut p.reviews {
                         v.sort_by_key(|x| x.id);
                     }
                     p
-                })),
+                }))
+            }
             View::ProductsOfType(t) => j(&product::Entity::find()
                 .filter(product::Column::Type.eq(t))
                 .order_by_asc(product::Column::Id)
@@ -505,7 +498,10 @@ impl View {
     }
 
     /// The dependencies of the view's value, from the crate's helpers.
-    pub async fn deps<C: ConnectionTrait>(self, db: &C) -> Result<Vec<matroska::Dep>, Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn deps<C: ConnectionTrait>(
+        self,
+        db: &C,
+    ) -> Result<Vec<matroska::Dep>, Box<dyn std::error::Error + Send + Sync>> {
         use matroska_seaorm::{dependencies, list, not_found};
         use sea_orm::QueryOrder;
         let mut deps = Vec::new();
@@ -515,7 +511,12 @@ impl View {
                 None => deps.extend(not_found::<article::Entity>(id)),
             },
             View::Published(cat) => {
-                deps.extend(list::<article::Entity>().eq(article::Column::Published, true).eq(article::Column::CategoryId, cat).deps()?);
+                deps.extend(
+                    list::<article::Entity>()
+                        .eq(article::Column::Published, true)
+                        .eq(article::Column::CategoryId, cat)
+                        .deps()?,
+                );
                 let rows = article::Entity::load()
                     .filter(article::Column::CategoryId.eq(cat))
                     .filter(article::Column::Published.eq(true))
@@ -525,7 +526,12 @@ impl View {
                 deps.extend(dependencies(&rows, depth! { author: 1 })?);
             }
             View::CountPublished(cat) => {
-                deps.extend(list::<article::Entity>().eq(article::Column::Published, true).eq(article::Column::CategoryId, cat).deps()?);
+                deps.extend(
+                    list::<article::Entity>()
+                        .eq(article::Column::Published, true)
+                        .eq(article::Column::CategoryId, cat)
+                        .deps()?,
+                );
             }
             View::AllPublished => {
                 deps.extend(list::<article::Entity>().eq(article::Column::Published, true).deps()?);
@@ -540,7 +546,9 @@ impl View {
             View::Cheapest(cat) => {
                 deps.extend(list::<article::Entity>().eq(article::Column::CategoryId, cat).deps()?);
                 let rows = sea_orm::QuerySelect::limit(
-                    article::Entity::find().filter(article::Column::CategoryId.eq(cat)).order_by_asc(article::Column::Price),
+                    article::Entity::find()
+                        .filter(article::Column::CategoryId.eq(cat))
+                        .order_by_asc(article::Column::Price),
                     3,
                 )
                 .all(db)
@@ -553,10 +561,12 @@ impl View {
                     None => deps.extend(not_found::<author::Entity>(id)),
                 }
             }
-            View::ArticleWithTags(id) => match article::Entity::load().filter_by_id(id).with(tag::Entity).one(db).await? {
-                Some(a) => deps.extend(dependencies(&a, depth! { tags: 1 })?),
-                None => deps.extend(not_found::<article::Entity>(id)),
-            },
+            View::ArticleWithTags(id) => {
+                match article::Entity::load().filter_by_id(id).with(tag::Entity).one(db).await? {
+                    Some(a) => deps.extend(dependencies(&a, depth! { tags: 1 })?),
+                    None => deps.extend(not_found::<article::Entity>(id)),
+                }
+            }
             View::ArticleWithComments(id) => {
                 deps.extend(not_found::<article::Entity>(id));
                 let pairs = article::Entity::find_by_id(id).find_with_related(comment::Entity).all(db).await?;
@@ -709,7 +719,9 @@ pub async fn seed(db: &CachedDatabase) {
         tag::ActiveModel { name: Set(name.into()), ..Default::default() }.insert(db).await.unwrap();
     }
     article_tag::ActiveModel { article_id: Set(1), tag_id: Set(1) }.insert(db).await.unwrap();
-    for (name, t, stock, price) in [("saw", "tool", true, 500), ("ball", "toy", true, 300), ("drill", "tool", false, 100)] {
+    for (name, t, stock, price) in
+        [("saw", "tool", true, 500), ("ball", "toy", true, 300), ("drill", "tool", false, 100)]
+    {
         product::ActiveModel {
             display_name: Set(name.into()),
             type_: Set(t.into()),

@@ -4,23 +4,24 @@
 //!
 //! Statements are parsed with [`sqlparser`] in the dialect of the connection.
 //! The analysis does not depend on the statement's values, only on its text,
-//! so it is cached by text: SeaORM sends the same text for every call of the
+//! so it is cached by text: an ORM sends the same text for every call of the
 //! same shape.
 
 use std::sync::Arc;
 
-use sea_orm::DbBackend;
 use sqlparser::ast::{
     Assignment, AssignmentTarget, BinaryOperator, Expr, FromTable, ObjectName, OnInsert, Query, SetExpr, Spanned,
     Statement, TableFactor, TableObject, TableWithJoins, Value as SqlValue,
 };
-use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+use sqlparser::dialect::{Dialect as SqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+
+use crate::Dialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
 /// What a statement does, as far as the cache is concerned.
 #[derive(Debug)]
-pub(crate) enum Analysis {
+pub enum Analysis {
     /// Reads only.
     Read,
     /// Writes these tables, one entry per statement in the text.
@@ -42,15 +43,19 @@ pub(crate) enum Analysis {
 /// schema (unquoted; `quoted` says whether the table part was quoted, which
 /// makes it case-sensitive).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TableName {
-    pub(crate) schema: Option<String>,
-    pub(crate) table: String,
-    pub(crate) quoted: bool,
+pub struct TableName {
+    /// The schema, if the statement names one.
+    pub schema: Option<String>,
+    /// The table.
+    pub table: String,
+    /// Whether the table part was quoted (then it is case-sensitive).
+    pub quoted: bool,
 }
 
 impl TableName {
     /// Whether this name denotes the entity table `table` (in `schema`).
-    pub(crate) fn matches(&self, table: &str, schema: Option<&str>) -> bool {
+    #[must_use]
+    pub fn matches(&self, table: &str, schema: Option<&str>) -> bool {
         let same = if self.quoted { self.table == table } else { self.table.eq_ignore_ascii_case(table) };
         same && match (&self.schema, schema) {
             (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
@@ -63,9 +68,13 @@ impl TableName {
 /// values), a literal (its value when it is a plain number, string, boolean
 /// or `NULL`), or anything computed.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Operand {
+pub enum Operand {
+    /// A parameter: its position (from 0) in the statement's values.
     Param(usize),
+    /// A literal: its value when it is a plain number, string, boolean or
+    /// `NULL`, else `None`.
     Literal(Option<matroska::Value>),
+    /// Anything else (an expression, a function call, a column).
     Computed,
 }
 
@@ -85,41 +94,54 @@ fn literal(v: &SqlValue) -> Option<matroska::Value> {
 
 /// The WHERE clause of an UPDATE or DELETE.
 #[derive(Clone, Debug)]
-pub(crate) struct Filter {
+pub struct Filter {
     /// The condition as SQL in the statement's dialect, with the positions
     /// (in the statement's values) of the parameters it uses, in order. `None`
     /// without a WHERE (every row).
-    pub(crate) sql: Option<(String, Vec<usize>)>,
+    pub sql: Option<(String, Vec<usize>)>,
     /// If the condition is exactly `col = value AND ...`: those pairs.
-    pub(crate) equalities: Option<Vec<(String, Operand)>>,
+    pub equalities: Option<Vec<(String, Operand)>>,
 }
 
 /// One write statement.
 #[derive(Clone, Debug)]
-pub(crate) struct Write {
-    pub(crate) table: TableName,
+pub struct Write {
+    /// The table written.
+    pub table: TableName,
     /// The table as the statement names it, with its alias if any (`FROM`
     /// of a `SELECT` that reads the same rows).
-    pub(crate) target: String,
-    pub(crate) kind: WriteKind,
+    pub target: String,
+    /// What the statement does to the table.
+    pub kind: WriteKind,
     /// The statement has a RETURNING clause.
-    pub(crate) returning: bool,
+    pub returning: bool,
 }
 
+/// What a write statement does to its table.
 #[derive(Clone, Debug)]
-pub(crate) enum WriteKind {
+pub enum WriteKind {
     /// `INSERT ... VALUES`: the columns and the rows' operands.
     Insert {
+        /// The columns given, in order.
         columns: Vec<String>,
+        /// One entry per row: its operands, in the order of `columns`.
         rows: Vec<Vec<Operand>>,
         /// `ON CONFLICT DO UPDATE` / `ON DUPLICATE KEY UPDATE` / `REPLACE` /
         /// `INSERT OR REPLACE`: an existing row may change too.
         upsert: bool,
     },
     /// `UPDATE` of one table.
-    Update { assignments: Vec<(String, Operand)>, filter: Filter },
+    Update {
+        /// The columns set, with their new values.
+        assignments: Vec<(String, Operand)>,
+        /// Which rows.
+        filter: Filter,
+    },
     /// `DELETE` from one table.
-    Delete { filter: Filter },
+    Delete {
+        /// Which rows.
+        filter: Filter,
+    },
     /// A write whose rows cannot be told (`INSERT ... SELECT`, `UPDATE ...
     /// FROM`, multi-table deletes, `TRUNCATE`, DDL, several statements at
     /// once): every row of the table may have changed.
@@ -136,16 +158,17 @@ struct Placeholders {
     unmapped: bool,
 }
 
-pub(crate) fn dialect(backend: DbBackend) -> Box<dyn Dialect> {
-    match backend {
-        DbBackend::Postgres => Box::new(PostgreSqlDialect {}),
-        DbBackend::MySql => Box::new(MySqlDialect {}),
-        _ => Box::new(SQLiteDialect {}),
+fn parser_dialect(dialect: Dialect) -> Box<dyn SqlDialect> {
+    match dialect {
+        Dialect::Postgres => Box::new(PostgreSqlDialect {}),
+        Dialect::MySql => Box::new(MySqlDialect {}),
+        Dialect::Sqlite => Box::new(SQLiteDialect {}),
     }
 }
 
 /// Whether the text is a plain `SELECT` (the fast path: no parse).
-pub(crate) fn is_plain_select(sql: &str) -> bool {
+#[must_use]
+pub fn is_plain_select(sql: &str) -> bool {
     let mut rest = sql.trim_start();
     // skip leading comments
     loop {
@@ -162,17 +185,18 @@ pub(crate) fn is_plain_select(sql: &str) -> bool {
         && rest.as_bytes().get(6).is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
 }
 
-/// Analyses a statement's text.
-pub(crate) fn analyse(sql: &str, backend: DbBackend) -> Analysis {
+/// Analyses a statement's text (one or several statements) in `dialect`.
+#[must_use]
+pub fn analyse(sql: &str, dialect: Dialect) -> Analysis {
     if is_plain_select(sql) {
         return Analysis::Read;
     }
-    let dialect = dialect(backend);
-    let statements = match Parser::parse_sql(dialect.as_ref(), sql) {
+    let parser = parser_dialect(dialect);
+    let statements = match Parser::parse_sql(parser.as_ref(), sql) {
         Ok(s) => s,
         Err(e) => return Analysis::Unparsed(e.to_string()),
     };
-    let placeholders = match placeholders(dialect.as_ref(), sql) {
+    let placeholders = match placeholders(parser.as_ref(), sql) {
         Ok(p) => p,
         Err(e) => return Analysis::Unparsed(e),
     };
@@ -180,7 +204,7 @@ pub(crate) fn analyse(sql: &str, backend: DbBackend) -> Analysis {
     let mut writes = Vec::new();
     let mut nothing = true;
     for statement in &statements {
-        match classify(statement, &placeholders, dialect.as_ref()) {
+        match classify(statement, &placeholders, parser.as_ref()) {
             Analysis::Read | Analysis::Nothing => {}
             Analysis::Writes(w) => {
                 nothing = false;
@@ -206,7 +230,7 @@ pub(crate) fn analyse(sql: &str, backend: DbBackend) -> Analysis {
     }
 }
 
-fn placeholders(dialect: &dyn Dialect, sql: &str) -> Result<Placeholders, String> {
+fn placeholders(dialect: &dyn SqlDialect, sql: &str) -> Result<Placeholders, String> {
     let tokens = Tokenizer::new(dialect, sql).tokenize_with_location().map_err(|e| e.to_string())?;
     let mut p = Placeholders::default();
     for t in tokens {
@@ -221,7 +245,7 @@ fn placeholders(dialect: &dyn Dialect, sql: &str) -> Result<Placeholders, String
     Ok(p)
 }
 
-fn classify(statement: &Statement, ph: &Placeholders, dialect: &dyn Dialect) -> Analysis {
+fn classify(statement: &Statement, ph: &Placeholders, dialect: &dyn SqlDialect) -> Analysis {
     match statement {
         Statement::Query(q) => query_writes(q, dialect),
         Statement::Insert(ins) => insert(ins, ph),
@@ -274,7 +298,7 @@ fn classify(statement: &Statement, ph: &Placeholders, dialect: &dyn Dialect) -> 
 }
 
 /// A query is a read unless a common table expression or its body writes.
-fn query_writes(q: &Query, dialect: &dyn Dialect) -> Analysis {
+fn query_writes(q: &Query, dialect: &dyn SqlDialect) -> Analysis {
     let mut tables = Vec::new();
     let mut bodies: Vec<&SetExpr> = vec![&q.body];
     if let Some(with) = &q.with {
@@ -402,7 +426,7 @@ fn insert(ins: &sqlparser::ast::Insert, ph: &Placeholders) -> Analysis {
     Analysis::Writes(vec![Write { table, target, kind: WriteKind::Insert { columns, rows, upsert }, returning }])
 }
 
-fn update(u: &sqlparser::ast::Update, ph: &Placeholders, dialect: &dyn Dialect) -> Analysis {
+fn update(u: &sqlparser::ast::Update, ph: &Placeholders, dialect: &dyn SqlDialect) -> Analysis {
     let returning = u.returning.is_some();
     let Some((table, target)) = single_table(&u.table) else {
         // UPDATE a JOIN b (MySQL): every table named may change
@@ -440,7 +464,7 @@ fn assignments(list: &[Assignment], ph: &Placeholders) -> Option<Vec<(String, Op
         .collect()
 }
 
-fn delete(d: &sqlparser::ast::Delete, ph: &Placeholders, dialect: &dyn Dialect) -> Analysis {
+fn delete(d: &sqlparser::ast::Delete, ph: &Placeholders, dialect: &dyn SqlDialect) -> Analysis {
     let returning = d.returning.is_some();
     let from = match &d.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
@@ -474,7 +498,7 @@ fn delete(d: &sqlparser::ast::Delete, ph: &Placeholders, dialect: &dyn Dialect) 
     }
 }
 
-fn filter(selection: Option<&Expr>, ph: &Placeholders, dialect: &dyn Dialect) -> Filter {
+fn filter(selection: Option<&Expr>, ph: &Placeholders, dialect: &dyn SqlDialect) -> Filter {
     let Some(expr) = selection else {
         return Filter { sql: None, equalities: Some(Vec::new()) };
     };
@@ -496,7 +520,7 @@ fn filter(selection: Option<&Expr>, ph: &Placeholders, dialect: &dyn Dialect) ->
 /// The positions of the parameters of a condition printed as `printed`,
 /// located in the statement between `start` and `end`.
 fn collect_params(
-    dialect: &dyn Dialect,
+    dialect: &dyn SqlDialect,
     printed: &str,
     start: Location,
     end: Location,
@@ -504,7 +528,8 @@ fn collect_params(
     out: &mut Vec<usize>,
 ) -> Option<()> {
     let tokens = Tokenizer::new(dialect, printed).tokenize().ok()?;
-    let in_span = |l: &Location| (l.line, l.column) >= (start.line, start.column) && (l.line, l.column) <= (end.line, end.column);
+    let in_span =
+        |l: &Location| (l.line, l.column) >= (start.line, start.column) && (l.line, l.column) <= (end.line, end.column);
     let mut bare = ph.bare.iter().enumerate().filter(|(_, l)| in_span(l)).map(|(i, _)| i);
     for t in tokens {
         if let Token::Placeholder(text) = t {
@@ -551,16 +576,16 @@ fn equalities(e: &Expr, ph: &Placeholders, out: &mut Vec<(String, Operand)>) -> 
     }
 }
 
-/// Renders `SELECT * FROM <table> WHERE <condition>` for `backend`, with the
+/// Renders `SELECT * FROM <table> WHERE <condition>` for `dialect`, with the
 /// condition's parameters renumbered for a statement of its own. Returns the
 /// SQL and the positions (in the original values) of its parameters.
-pub(crate) fn select_rows(backend: DbBackend, target: &str, filter: &Filter, lock: bool) -> Option<(String, Vec<usize>)> {
+pub fn select_rows(dialect: Dialect, target: &str, filter: &Filter, lock: bool) -> Option<(String, Vec<usize>)> {
     let mut sql = String::from("SELECT * FROM ");
     sql.push_str(target);
     let mut params = Vec::new();
     if let Some((condition, used)) = &filter.sql {
         sql.push_str(" WHERE ");
-        if backend == DbBackend::Postgres {
+        if dialect == Dialect::Postgres {
             sql.push_str(&renumber(condition)?);
         } else {
             sql.push_str(condition);
@@ -570,7 +595,7 @@ pub(crate) fn select_rows(backend: DbBackend, target: &str, filter: &Filter, loc
         // a condition we could not render
         return None;
     }
-    if lock && backend != DbBackend::Sqlite {
+    if lock && dialect != Dialect::Sqlite {
         sql.push_str(" FOR UPDATE");
     }
     Some((sql, params))
@@ -596,31 +621,28 @@ fn renumber(condition: &str) -> Option<String> {
 
 /// A bounded cache of analyses by statement text.
 #[derive(Debug)]
-pub(crate) struct Analyses {
-    cache: moka::sync::Cache<(u8, Arc<str>), Arc<Analysis>>,
+pub struct Analyses {
+    cache: moka::sync::Cache<(Dialect, Arc<str>), Arc<Analysis>>,
 }
 
 impl Analyses {
-    pub(crate) fn new(capacity: u64) -> Self {
+    /// A cache of at most `capacity` statement texts.
+    #[must_use]
+    pub fn new(capacity: u64) -> Self {
         Analyses { cache: moka::sync::Cache::new(capacity) }
     }
 
-    pub(crate) fn get(&self, sql: &str, backend: DbBackend) -> Arc<Analysis> {
+    /// The analysis of `sql` in `dialect`, from the cache or made now.
+    pub fn get(&self, sql: &str, dialect: Dialect) -> Arc<Analysis> {
         if is_plain_select(sql) {
             static READ: std::sync::LazyLock<Arc<Analysis>> = std::sync::LazyLock::new(|| Arc::new(Analysis::Read));
             return Arc::clone(&READ);
         }
-        let tag = match backend {
-            DbBackend::Postgres => 0,
-            DbBackend::MySql => 1,
-            DbBackend::Sqlite => 2,
-            _ => 3,
-        };
-        let key = (tag, Arc::<str>::from(sql));
+        let key = (dialect, Arc::<str>::from(sql));
         if let Some(a) = self.cache.get(&key) {
             return a;
         }
-        let a = Arc::new(analyse(sql, backend));
+        let a = Arc::new(analyse(sql, dialect));
         self.cache.insert(key, Arc::clone(&a));
         a
     }
@@ -630,8 +652,8 @@ impl Analyses {
 mod tests {
     use super::*;
 
-    fn writes(sql: &str, backend: DbBackend) -> Vec<Write> {
-        match analyse(sql, backend) {
+    fn writes(sql: &str, dialect: Dialect) -> Vec<Write> {
+        match analyse(sql, dialect) {
             Analysis::Writes(w) => w,
             other => panic!("{sql}: {other:?}"),
         }
@@ -643,14 +665,14 @@ mod tests {
         assert!(is_plain_select("  /* c */ -- x\n select * from t"));
         assert!(!is_plain_select("selector"));
         assert!(!is_plain_select("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x"));
-        assert!(matches!(analyse("SELECT 1", DbBackend::Postgres), Analysis::Read));
+        assert!(matches!(analyse("SELECT 1", Dialect::Postgres), Analysis::Read));
     }
 
     #[test]
     fn seaorm_update_by_key() {
         let w = writes(
             r#"UPDATE "article" SET "title" = $1, "published" = $2 WHERE "article"."id" = $3 RETURNING "id", "title""#,
-            DbBackend::Postgres,
+            Dialect::Postgres,
         );
         assert_eq!(w[0].table.table, "article");
         assert!(w[0].returning);
@@ -658,64 +680,79 @@ mod tests {
         assert_eq!(assignments, &vec![("title".into(), Operand::Param(0)), ("published".into(), Operand::Param(1))]);
         assert_eq!(filter.equalities, Some(vec![("id".into(), Operand::Param(2))]));
         assert_eq!(filter.sql.as_ref().unwrap().1, vec![2]);
-        let (sql, params) = select_rows(DbBackend::Postgres, &w[0].target, filter, true).unwrap();
+        let (sql, params) = select_rows(Dialect::Postgres, &w[0].target, filter, true).unwrap();
         assert_eq!(sql, r#"SELECT * FROM "article" WHERE "article"."id" = $1 FOR UPDATE"#);
         assert_eq!(params, vec![2]);
     }
 
     #[test]
     fn bare_placeholders_are_numbered_by_position() {
-        let w = writes("UPDATE `article` SET `price` = `price` + ? WHERE `article`.`title` LIKE ? AND `article`.`id` > ? LIMIT 5", DbBackend::MySql);
+        let w = writes(
+            "UPDATE `article` SET `price` = `price` + ? WHERE `article`.`title` LIKE ? AND `article`.`id` > ? LIMIT 5",
+            Dialect::MySql,
+        );
         assert!(matches!(w[0].kind, WriteKind::Whole), "LIMIT: rows cannot be told");
-        let w = writes("UPDATE `article` SET `price` = `price` + ? WHERE `article`.`title` LIKE ? AND `article`.`id` > ?", DbBackend::MySql);
+        let w = writes(
+            "UPDATE `article` SET `price` = `price` + ? WHERE `article`.`title` LIKE ? AND `article`.`id` > ?",
+            Dialect::MySql,
+        );
         let WriteKind::Update { assignments, filter } = &w[0].kind else { panic!() };
         assert_eq!(assignments[0].1, Operand::Computed);
         assert_eq!(filter.equalities, None);
-        let (sql, params) = select_rows(DbBackend::MySql, &w[0].target, filter, true).unwrap();
+        let (sql, params) = select_rows(Dialect::MySql, &w[0].target, filter, true).unwrap();
         assert_eq!(sql, "SELECT * FROM `article` WHERE `article`.`title` LIKE ? AND `article`.`id` > ? FOR UPDATE");
         assert_eq!(params, vec![1, 2]);
     }
 
     #[test]
     fn inserts_and_upserts() {
-        let w = writes(r#"INSERT INTO "tag" ("id", "displayName") VALUES (?, ?), (?, 'x') ON CONFLICT ("id") DO NOTHING RETURNING "id""#, DbBackend::Sqlite);
+        let w = writes(
+            r#"INSERT INTO "tag" ("id", "displayName") VALUES (?, ?), (?, 'x') ON CONFLICT ("id") DO NOTHING RETURNING "id""#,
+            Dialect::Sqlite,
+        );
         let WriteKind::Insert { columns, rows, upsert } = &w[0].kind else { panic!() };
         assert_eq!(columns, &vec!["id".to_owned(), "displayName".to_owned()]);
         assert_eq!(rows[1], vec![Operand::Param(2), Operand::Literal(Some(matroska::Value::Str("x".into())))]);
         assert!(!upsert);
-        let w = writes("INSERT INTO `a` (`id`) VALUES (?) ON DUPLICATE KEY UPDATE `id` = `id`", DbBackend::MySql);
+        let w = writes("INSERT INTO `a` (`id`) VALUES (?) ON DUPLICATE KEY UPDATE `id` = `id`", Dialect::MySql);
         assert!(matches!(w[0].kind, WriteKind::Insert { upsert: false, .. }), "a no-op update changes nothing");
-        let w = writes("INSERT INTO `a` (`id`, `x`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `x` = VALUES(`x`)", DbBackend::MySql);
+        let w = writes(
+            "INSERT INTO `a` (`id`, `x`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `x` = VALUES(`x`)",
+            Dialect::MySql,
+        );
         assert!(matches!(w[0].kind, WriteKind::Insert { upsert: true, .. }));
-        let w = writes("INSERT INTO a (id) SELECT id FROM b", DbBackend::Postgres);
+        let w = writes("INSERT INTO a (id) SELECT id FROM b", Dialect::Postgres);
         assert!(matches!(w[0].kind, WriteKind::Whole));
     }
 
     #[test]
     fn control_ddl_and_garbage() {
-        assert!(matches!(analyse("BEGIN", DbBackend::Sqlite), Analysis::Control("BEGIN")));
-        assert!(matches!(analyse("ROLLBACK TO SAVEPOINT x", DbBackend::Postgres), Analysis::Control("ROLLBACK")));
-        assert!(matches!(analyse("THIS IS NOT SQL", DbBackend::Postgres), Analysis::Unparsed(_)));
-        assert!(matches!(analyse("CREATE TABLE t (id int)", DbBackend::Postgres), Analysis::Nothing));
-        let w = writes("TRUNCATE TABLE article", DbBackend::Postgres);
+        assert!(matches!(analyse("BEGIN", Dialect::Sqlite), Analysis::Control("BEGIN")));
+        assert!(matches!(analyse("ROLLBACK TO SAVEPOINT x", Dialect::Postgres), Analysis::Control("ROLLBACK")));
+        assert!(matches!(analyse("THIS IS NOT SQL", Dialect::Postgres), Analysis::Unparsed(_)));
+        assert!(matches!(analyse("CREATE TABLE t (id int)", Dialect::Postgres), Analysis::Nothing));
+        let w = writes("TRUNCATE TABLE article", Dialect::Postgres);
         assert!(matches!(w[0].kind, WriteKind::Whole) && w[0].table.table == "article" && !w[0].table.quoted);
-        let w = writes("UPDATE a SET x = 1; DELETE FROM b WHERE id = 2", DbBackend::Postgres);
+        let w = writes("UPDATE a SET x = 1; DELETE FROM b WHERE id = 2", Dialect::Postgres);
         assert_eq!(w.len(), 2);
         assert!(w.iter().all(|w| matches!(w.kind, WriteKind::Whole)));
-        let w = writes("WITH gone AS (DELETE FROM a WHERE id = $1 RETURNING *) SELECT * FROM gone", DbBackend::Postgres);
+        let w = writes("WITH gone AS (DELETE FROM a WHERE id = $1 RETURNING *) SELECT * FROM gone", Dialect::Postgres);
         assert_eq!(w[0].table.table, "a");
-        assert!(matches!(analyse("CALL refresh()", DbBackend::Postgres), Analysis::Unattributable(_)));
+        assert!(matches!(analyse("CALL refresh()", Dialect::Postgres), Analysis::Unattributable(_)));
     }
 
     #[test]
     fn deletes() {
-        let w = writes(r#"DELETE FROM "article_tag" WHERE "article_tag"."article_id" = $1 AND "article_tag"."tag_id" = $2"#, DbBackend::Postgres);
+        let w = writes(
+            r#"DELETE FROM "article_tag" WHERE "article_tag"."article_id" = $1 AND "article_tag"."tag_id" = $2"#,
+            Dialect::Postgres,
+        );
         let WriteKind::Delete { filter } = &w[0].kind else { panic!() };
         assert_eq!(filter.equalities.as_ref().unwrap().len(), 2);
-        let w = writes("DELETE FROM a", DbBackend::Sqlite);
+        let w = writes("DELETE FROM a", Dialect::Sqlite);
         let WriteKind::Delete { filter } = &w[0].kind else { panic!() };
-        assert_eq!(select_rows(DbBackend::Sqlite, &w[0].target, filter, true).unwrap().0, "SELECT * FROM a");
-        let w = writes("DELETE a FROM a JOIN b ON a.id = b.id", DbBackend::MySql);
+        assert_eq!(select_rows(Dialect::Sqlite, &w[0].target, filter, true).unwrap().0, "SELECT * FROM a");
+        let w = writes("DELETE a FROM a JOIN b ON a.id = b.id", Dialect::MySql);
         assert!(matches!(w[0].kind, WriteKind::Whole));
     }
 }
