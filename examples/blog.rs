@@ -397,22 +397,22 @@ async fn run() -> Result<u32, AppError> {
     let n = cache.stats().entries_invalidated;
     let new_id = db
         .transaction::<_, i32, DbErr>(|txn| {
-        Box::pin(async move {
-            let a = article::ActiveModel {
-                title: Set("Channels".into()),
-                author_id: Set(bob.id),
-                category_id: Set(go.id),
-                published: Set(true),
-                views: Set(0),
-                ..Default::default()
-            }
-            .insert(txn)
-            .await?;
-            Ok(a.id)
+            Box::pin(async move {
+                let a = article::ActiveModel {
+                    title: Set("Channels".into()),
+                    author_id: Set(bob.id),
+                    category_id: Set(go.id),
+                    published: Set(true),
+                    views: Set(0),
+                    ..Default::default()
+                }
+                .insert(txn)
+                .await?;
+                Ok(a.id)
+            })
         })
-    })
-    .await
-    .map_err(|e| AppError::Usage(e.to_string()))?;
+        .await
+        .map_err(|e| AppError::Usage(e.to_string()))?;
     ids.push(new_id);
     write(&cache, "insert 'Channels' into go, in a transaction (invalidated after the commit)", n);
     read_all(&repo, &mut trace, rust.id, go.id, &ids).await?;

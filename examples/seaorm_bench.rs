@@ -384,8 +384,20 @@ async fn writes(label: &str, name: &str, db: &DatabaseConnection, cache: &Cache)
         let mut k = 0;
         macro_rules! pair {
             ($n:expr, |$c:ident, $i:ident| $body:expr) => {{
-                let plain = micros(time($n, |$i| { let $c = db; async move { $body } }).await);
-                let via = micros(time($n, |$i| { let $c = &cached; async move { $body } }).await);
+                let plain = micros(
+                    time($n, |$i| {
+                        let $c = db;
+                        async move { $body }
+                    })
+                    .await,
+                );
+                let via = micros(
+                    time($n, |$i| {
+                        let $c = &cached;
+                        async move { $body }
+                    })
+                    .await,
+                );
                 t[k].push(plain);
                 t[k + 1].push(via);
                 k += 2;
@@ -471,8 +483,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let redis_url = std::env::var("MATROSKA_REDIS_URL").ok().filter(|s| !s.is_empty());
     if let Some(url) = redis_url.clone() {
         let backend = matroska::RedisBackend::builder(url).build().await?;
-        caches
-            .push(("redis", Cache::builder().backend(backend).prefix(format!("bench-{}", std::process::id())).build()?));
+        caches.push((
+            "redis",
+            Cache::builder().backend(backend).prefix(format!("bench-{}", std::process::id())).build()?,
+        ));
     }
     // the plain connection is measured too: let its writes through
     matroska_seaorm::allow_uncached_writes(true);

@@ -67,7 +67,8 @@ fn ops(c: &mut Criterion) {
     });
 
     // matroska, through the typed Cache facade
-    let cache = Cache::builder().backend(MemoryBackend::builder().max_entries(100_000).build().unwrap()).build().unwrap();
+    let cache =
+        Cache::builder().backend(MemoryBackend::builder().max_entries(100_000).build().unwrap()).build().unwrap();
     rt.block_on(async {
         for i in 0..1000 {
             let deps = [Dep::id("article", i), Dep::id("author", i % 10), Dep::tag("articles")];

@@ -111,7 +111,11 @@ impl Row {
 
 /// Starts a `get_or_load` of `key` whose loader reads `row`, then waits for
 /// `go` before returning what it read. Returns once the loader has read.
-async fn held_leader(cache: &Cache, key: &'static str, row: &Row) -> (tokio::task::JoinHandle<u64>, oneshot::Sender<()>) {
+async fn held_leader(
+    cache: &Cache,
+    key: &'static str,
+    row: &Row,
+) -> (tokio::task::JoinHandle<u64>, oneshot::Sender<()>) {
     let (go_tx, go_rx) = oneshot::channel::<()>();
     let (read_tx, read_rx) = oneshot::channel::<()>();
     let (cache, row) = (cache.clone(), row.clone());
@@ -481,7 +485,9 @@ struct Counting {
 }
 
 impl matroska::Recovery for Counting {
-    fn recover(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), matroska::BoxError>> + Send + '_>> {
+    fn recover(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), matroska::BoxError>> + Send + '_>> {
         Box::pin(async move {
             self.runs.fetch_add(1, Ordering::SeqCst);
             if self.fail.load(Ordering::SeqCst) {

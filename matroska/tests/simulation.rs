@@ -435,7 +435,12 @@ impl World {
                         let v = self.caches[cache]
                             .get_or_load(inner_key.name(), TTL, |d| self.load(task, cache, inner_key, sub_rng, d))
                             .await?;
-                        lock(&self.oracle).check(task, &format!("inner get_or_load({})", inner_key.name()), &v, &floors);
+                        lock(&self.oracle).check(
+                            task,
+                            &format!("inner get_or_load({})", inner_key.name()),
+                            &v,
+                            &floors,
+                        );
                         value.extend(v);
                     }
                     for &r in rows {
@@ -546,9 +551,8 @@ impl World {
     /// cache keeps it and applies it before its next read).
     async fn invalidate(&self, task: usize, c: usize, rows: &[usize], version: Option<u64>) {
         let failed_here = Arc::new(Mutex::new(Vec::new()));
-        let result = LAST_FAILED
-            .scope(failed_here.clone(), self.caches[c].invalidate(rows.iter().map(|&r| row_dep(r))))
-            .await;
+        let result =
+            LAST_FAILED.scope(failed_here.clone(), self.caches[c].invalidate(rows.iter().map(|&r| row_dep(r)))).await;
         let backend_failed = lock(&failed_here).clone();
         let mut o = lock(&self.oracle);
         o.event(task, format!("c{c} invalidate(rows {rows:?}) = {:?}", result.as_ref().map_err(|e| e.to_string())));
@@ -617,7 +621,9 @@ impl World {
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => lock(&self.oracle).violation(format!("c{c}: get({}) failed with no faults: {e}", key.name())),
+                    Err(e) => {
+                        lock(&self.oracle).violation(format!("c{c}: get({}) failed with no faults: {e}", key.name()))
+                    }
                 }
             }
         }
@@ -818,4 +824,3 @@ fn the_simulation_finds_stale_reads_without_protection() {
     println!("simulation without protection: {caught} of 500 schedules caught, first at seed {first:?}");
     assert!(caught > 0, "the simulation must detect stale puts");
 }
-

@@ -454,7 +454,8 @@ impl Backend for MemoryBackend {
         self.drain_evicted(&mut index);
         self.expire_tombstones(&mut index, now);
         if let Some(ticket) = req.ticket {
-            let too_old = now.saturating_sub(ticket.value()) > self.window_nanos() || ticket.value() <= index.cleared_at;
+            let too_old =
+                now.saturating_sub(ticket.value()) > self.window_nanos() || ticket.value() <= index.cleared_at;
             let invalidated =
                 req.deps.iter().any(|d| index.tombstones.get(d.as_str()).is_some_and(|t| *t >= ticket.value()));
             if too_old || invalidated {
@@ -552,12 +553,8 @@ impl Backend for MemoryBackend {
             }
         }
         // registrations whose entry moka already dropped
-        let stray: Vec<(Arc<str>, u64)> = index
-            .forward
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (g, _))| (k.clone(), *g))
-            .collect();
+        let stray: Vec<(Arc<str>, u64)> =
+            index.forward.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, (g, _))| (k.clone(), *g)).collect();
         for (key, gen) in stray {
             index.unregister(&key, gen);
         }

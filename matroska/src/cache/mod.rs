@@ -21,8 +21,8 @@ mod deps;
 mod flight;
 mod pending;
 
-pub use deps::{mark_uncacheable, Deps};
 use deps::{bubble, bubble_uncacheable, in_loader, COLLECTOR};
+pub use deps::{mark_uncacheable, Deps};
 use flight::{Flight, Flights, Joined, Role};
 use pending::Pending;
 
@@ -739,8 +739,7 @@ impl<C: Codec> Cache<C> {
         };
         let (done, failed, error) = split_outcome(outcome, all.len());
         // forget the pending ones that are now applied
-        let applied: Vec<(String, u64)> =
-            done.iter().filter_map(|&i| epochs[i].map(|e| (all[i].clone(), e))).collect();
+        let applied: Vec<(String, u64)> = done.iter().filter_map(|&i| epochs[i].map(|e| (all[i].clone(), e))).collect();
         self.inner.pending.applied(applied.iter());
         self.inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
         if failed.is_empty() {
@@ -827,8 +826,7 @@ impl<C: Codec> Cache<C> {
     /// The backend's error; the pending invalidations are then kept.
     pub async fn clear(&self) -> Result<u64, Error> {
         let _guard = self.inner.flushing.lock().await;
-        let removed =
-            self.inner.backend.clear(&self.inner.key_prefix).await.map_err(|e| self.backend_error(e))?;
+        let removed = self.inner.backend.clear(&self.inner.key_prefix).await.map_err(|e| self.backend_error(e))?;
         self.inner.pending.reset();
         Ok(removed)
     }
@@ -1010,7 +1008,10 @@ fn split_outcome(outcome: Result<Invalidated, BackendError>, n: usize) -> (Vec<u
             failed.dedup();
             let done = (0..n).filter(|i| failed.binary_search(i).is_err()).collect();
             let error = inv.error.unwrap_or_else(|| {
-                BackendError::new(BackendErrorKind::Protocol, "the backend reported failed dependencies without an error")
+                BackendError::new(
+                    BackendErrorKind::Protocol,
+                    "the backend reported failed dependencies without an error",
+                )
             });
             (done, failed, error)
         }
