@@ -10,8 +10,17 @@
 //! | [`NEXT_ATTEMPT_AT`] | 64-bit integer | when a drainer may apply it next, ms since the Unix epoch |
 //! | [`ATTEMPTS`] | 32-bit integer | failed attempts so far |
 //! | [`DEAD`] | boolean | dead-lettered after too many attempts |
+//! | [`LAST_ERROR`] | nullable text | the last failure, for operators |
 //!
-//! with an index on ([`DEAD`], [`NEXT_ATTEMPT_AT`]). Intents written by one
+//! with an index named `<table>_due` on ([`DEAD`], [`NEXT_ATTEMPT_AT`]).
+//! SQLite's key is `INTEGER PRIMARY KEY` (its auto-increment form).
+//!
+//! A writer inserts a row in the transaction of its write, applies it right
+//! after the commit and deletes it. A drainer claims rows that are not dead
+//! (`FOR UPDATE SKIP LOCKED` where the database has it), invalidates the
+//! union of their dependencies, and deletes them in the same transaction; on
+//! failure it increments [`ATTEMPTS`], pushes [`NEXT_ATTEMPT_AT`] back and
+//! sets [`DEAD`] after the configured limit. Intents written by one
 //! integration are drained by any other, since they share this format.
 
 use matroska::Dep;
@@ -30,6 +39,8 @@ pub const NEXT_ATTEMPT_AT: &str = "next_attempt_at";
 pub const ATTEMPTS: &str = "attempts";
 /// The dead-letter flag column.
 pub const DEAD: &str = "dead";
+/// The last error column.
+pub const LAST_ERROR: &str = "last_error";
 /// The channel PostgreSQL drainers `LISTEN` on; writers `NOTIFY` it.
 pub const CHANNEL: &str = "matroska_outbox";
 
