@@ -62,19 +62,20 @@ async fn exists(b: &RedisBackend, key: &str) -> bool {
 async fn layout_and_expiries() {
     let Some(t) = target() else { return };
     let b = builder(&t).tombstone_window(Duration::from_secs(30)).build().await.unwrap();
+    let started = Instant::now();
     assert_eq!(put(&b, "k", &["a", "b"], TTL, None).await, PutOutcome::Stored);
     store(&b, "short", &["a"], Duration::from_secs(5)).await;
 
     let entry = b.entry_key("k");
     assert!(entry.contains(":e:k") && entry.contains('{'));
     let ttl = pttl(&b, &entry).await;
-    assert!((55_000..=60_000).contains(&ttl), "entry PTTL {ttl}");
+    // the entry's expiry counts down from 60 s since the put
+    let elapsed = started.elapsed().as_millis() as i64;
+    assert!((60_000 - elapsed - 1..=60_000).contains(&ttl), "entry PTTL {ttl} after {elapsed} ms");
 
-    // each index expires with its latest member
+    // bookkeeping has no expiry: eviction under volatile-* never drops it
     for dep in ["a", "b"] {
-        let index = b.index_key(dep);
-        let ttl = pttl(&b, &index).await;
-        assert!((55_000..=60_000).contains(&ttl), "index PTTL {ttl}");
+        assert_eq!(pttl(&b, &b.index_key(dep)).await, -1, "index {dep} has no expiry");
     }
     assert_eq!(members(&b, &b.index_key("a")).await.len(), 2);
     let m = &members(&b, &b.index_key("b")).await[0];
@@ -82,31 +83,60 @@ async fn layout_and_expiries() {
 
     assert_eq!(b.invalidate(&["a".into()]).await.unwrap().dropped, 2);
     assert!(!exists(&b, &entry).await);
-    // the dropped entry is gone from its other index too
+    // the dropped entry is gone from its other index too (an empty index is
+    // deleted)
     assert!(!exists(&b, &b.index_key("b")).await);
-    let ttl = pttl(&b, &b.tombstone_key("a")).await;
-    assert!((25_000..=30_000).contains(&ttl), "tombstone PTTL {ttl}");
+    assert_eq!(pttl(&b, &b.tombstone_key("a")).await, -1, "tombstones have no expiry (the sweep deletes them)");
 }
 
 #[tokio::test]
 async fn tickets_are_server_time_and_expire_with_the_window() {
     let Some(t) = target() else { return };
-    let b = builder(&t).tombstone_window(Duration::from_millis(300)).build().await.unwrap();
+    let window = Duration::from_millis(300);
+    let b = builder(&t).tombstone_window(window).build().await.unwrap();
     let Lookup::Miss(ticket) = b.get("k").await.unwrap() else { panic!("miss expected") };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
     assert!(ticket.value().abs_diff(now) < 5_000_000, "ticket in µs");
     assert!(b.ticket().await.unwrap() >= ticket);
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // sleeping longer than the window only makes the ticket older
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
     assert_eq!(put(&b, "k", &["a"], TTL, Some(ticket)).await, PutOutcome::Refused);
     // a fresh ticket, an invalidation after it, then a put with it: refused
     let fresh = b.ticket().await.unwrap();
     b.invalidate(&["a".into()]).await.unwrap();
     assert_eq!(put(&b, "k", &["a"], TTL, Some(fresh)).await, PutOutcome::Refused);
-    // once the tombstone is gone, a newer ticket stores
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let newer = b.ticket().await.unwrap();
-    assert_eq!(put(&b, "k", &["a"], TTL, Some(newer)).await, PutOutcome::Stored);
+    // a ticket after the tombstone stores, unless the put came later than
+    // the window after its ticket (a loaded machine): then try again
+    loop {
+        let issued = Instant::now();
+        let newer = b.ticket().await.unwrap();
+        match put(&b, "k", &["a"], TTL, Some(newer)).await {
+            PutOutcome::Stored => break,
+            PutOutcome::Refused => assert!(issued.elapsed() >= window, "a fresh ticket refused"),
+        }
+    }
+    // a ticket from the future (not this server's) is refused
+    let future = Ticket::new(b.ticket().await.unwrap().value() + 60_000_000);
+    assert_eq!(put(&b, "k2", &["a"], TTL, Some(future)).await, PutOutcome::Refused);
+}
+
+/// Waits until none of `keys` exists any more (their TTL ran out): Redis
+/// decides, not a sleep racing with it.
+async fn wait_expired(b: &RedisBackend, keys: &[String]) {
+    let mut conn = b.connection().expect("a single-node backend");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut left = 0i64;
+        for part in keys.chunks(1000) {
+            left += query::<i64>(&mut conn, redis::cmd("EXISTS").arg(part)).await;
+        }
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{left} keys still exist");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,14 +144,14 @@ async fn hot_dependency_index_holds_only_live_members() {
     let Some(t) = target() else { return };
     let b = backend(&t).await;
     store(&b, "long", &["hot"], TTL).await;
-    let b2 = b.clone();
+    let short = Duration::from_secs(2);
+    let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..16 {
-        let b = b2.clone();
+        let b = b.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..625 {
-                let key = format!("short:{w}:{i}");
-                store(&b, &key, &["hot"], Duration::from_secs(2)).await;
+                store(&b, &format!("short:{w}:{i}"), &["hot"], short).await;
             }
         }));
     }
@@ -129,16 +159,20 @@ async fn hot_dependency_index_holds_only_live_members() {
         task.await.unwrap();
     }
     let grown = members(&b, &b.index_key("hot")).await.len();
-    assert!(grown > 5_000, "the index held the short-lived members: {grown}");
-    // wait until every short-lived entry has expired
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    // one more touch
+    if started.elapsed() < short {
+        // nothing has expired yet: every registration is there
+        assert_eq!(grown, 10_001, "the index holds every member");
+    } else {
+        eprintln!("writing took {:?}, longer than the short TTL: not checking the full index", started.elapsed());
+    }
+    // once every short-lived entry has expired, one more touch prunes them
+    let keys: Vec<String> =
+        (0..16).flat_map(|w| (0..625).map(move |i| format!("short:{w}:{i}"))).map(|k| b.entry_key(&k)).collect();
+    wait_expired(&b, &keys).await;
     store(&b, "another", &["hot"], Duration::from_secs(30)).await;
     let live = members(&b, &b.index_key("hot")).await;
     assert_eq!(live.len(), 2, "only live members remain");
-    // the index expires with its latest live member, not later
-    let ttl = pttl(&b, &b.index_key("hot")).await;
-    assert!((55_000..=60_000).contains(&ttl), "index PTTL {ttl}");
+    assert_eq!(pttl(&b, &b.index_key("hot")).await, -1, "the index has no expiry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,6 +200,7 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
     let mut conn = b.connection().expect("a single-node backend");
     let _: () = query(&mut conn, redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(20_000)).await;
     let _: () = query(&mut conn, redis::cmd("SLOWLOG").arg("RESET")).await;
+    let calls_before = script_calls(&mut conn).await;
 
     // a reader missed before the invalidation; its put races with the drain
     let Lookup::Miss(ticket) = b.get("e:racer").await.unwrap() else { panic!() };
@@ -178,14 +213,19 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
         })
     };
     let mut refused = 0;
+    let mut racing = 0;
     while !inv.is_finished() {
+        racing += 1;
         if put(&b, "e:racer", &["big"], TTL, Some(ticket)).await == PutOutcome::Refused {
             refused += 1;
         }
     }
     let (dropped, took) = inv.await.unwrap();
     assert!(dropped >= total, "dropped {dropped} of {total}");
-    assert!(refused > 0);
+    // once the invalidation has returned, the stale put is refused (those
+    // racing with it were refused or dropped)
+    assert_eq!(put(&b, "e:racer", &["big"], TTL, Some(ticket)).await, PutOutcome::Refused);
+    eprintln!("{refused} of {racing} racing puts refused");
     assert!(matches!(b.get("e:racer").await.unwrap(), Lookup::Miss(_)));
     for i in [0, 1, per_task / 2, per_task - 1] {
         assert!(matches!(b.get(&format!("e:0:{i}")).await.unwrap(), Lookup::Miss(_)));
@@ -195,10 +235,14 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
     let dbsize: i64 = query(&mut conn, &redis::cmd("DBSIZE")).await;
     assert!(dbsize <= 2, "only the tombstone (and racer leftovers) remain: {dbsize}");
 
-    // no single script call ran 20 ms or more
+    // chunked: one call drops at most a chunk, so it took at least
+    // total / chunk calls (the racing puts are calls too)
+    let calls = script_calls(&mut conn).await - calls_before;
+    assert!(calls >= 100, "{calls} script calls for {total} dependents");
+    // calls that ran 20 ms or more (server time, which a loaded machine
+    // stretches): reported, not asserted
     let slow: Vec<redis::Value> = query(&mut conn, redis::cmd("SLOWLOG").arg("GET").arg(100)).await;
-    assert!(slow.is_empty(), "slow calls: {slow:?}");
-    eprintln!("invalidated {dropped} dependents in {took:?}");
+    eprintln!("invalidated {dropped} dependents in {took:?}; {} calls of 20 ms or more", slow.len());
 }
 
 #[tokio::test]
@@ -346,9 +390,13 @@ async fn server_killed_and_restarted_mid_workload() {
         eprintln!("skipping the fault test: it needs a spawned server");
         return;
     };
+    let (connect, response) = (Duration::from_millis(200), Duration::from_millis(300));
+    // an operation waits at most for connect + response timeout (each of
+    // the cache's calls), so these bounds hold on any machine
+    let op_timeout = connect + response;
     let b = RedisBackend::builder(server.url())
-        .connect_timeout(Duration::from_millis(200))
-        .response_timeout(Duration::from_millis(300))
+        .connect_timeout(connect)
+        .response_timeout(response)
         .build()
         .await
         .unwrap();
@@ -391,7 +439,9 @@ async fn server_killed_and_restarted_mid_workload() {
     assert!(err.is_transient(), "invalidate never reports false success: {err:?}");
     let loaded: u32 = cache.get_or_load("k", TTL, |_| async { Ok::<_, Error>(42) }).await.unwrap();
     assert_eq!(loaded, 42);
-    assert!(started.elapsed() < Duration::from_secs(5), "errors come in time");
+    // four operations, each bounded by the operation timeout (a few calls
+    // each at most)
+    assert!(started.elapsed() < op_timeout * 4 * 4, "errors come in time: {:?}", started.elapsed());
     assert!(cache.stats().backend_errors >= 4);
 
     // the circuit breaker: while the server is down, operations fail at once
@@ -408,7 +458,9 @@ async fn server_killed_and_restarted_mid_workload() {
     assert!(err.is_transient(), "an open circuit is an error, never a success: {err:?}");
     let outage = started.elapsed();
     eprintln!("200 gets + 200 get_or_load during the outage: {outage:?}");
-    assert!(outage < Duration::from_secs(3), "operations fail fast during an outage: {outage:?}");
+    // without the breaker each would wait for the operation timeout (400 ×
+    // 0.5 s); with it, only one probe per cool-down does
+    assert!(outage < op_timeout * 400 / 8, "operations fail fast during an outage: {outage:?}");
 
     server.restart();
     let restarted = Instant::now();
@@ -459,4 +511,18 @@ fn futures_are_send() {
         is_send(&b.invalidate(&[]));
         is_send(&RedisBackend::builder("redis://x/").build());
     }
+}
+
+/// Script calls (`EVALSHA` and `EVAL`) the server has run since its last
+/// `CONFIG RESETSTAT`, from `INFO commandstats`.
+async fn script_calls(conn: &mut ConnectionManager) -> u64 {
+    let info: String = query(conn, redis::cmd("INFO").arg("commandstats")).await;
+    calls_in(&info)
+}
+
+fn calls_in(info: &str) -> u64 {
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
 }
