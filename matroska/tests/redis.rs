@@ -14,13 +14,16 @@ mod common;
 #[path = "common/redis_server.rs"]
 mod redis_server;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use matroska::backend::redis::{MAX_DEPENDENCIES, MAX_TTL};
 use matroska::{Backend, BackendErrorKind, Cache, Dep, Error, Lookup, PutOutcome, PutRequest, RedisBackend, Ticket};
+use proptest::prelude::*;
 use redis::aio::ConnectionManager;
-use redis_server::{builder, target, Target};
+use redis_server::{builder, target, RedisServer, Target};
 
 backend_suite!(redis_server::served_backend());
 
@@ -525,4 +528,520 @@ fn calls_in(info: &str) -> u64 {
         .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
         .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// A spawned server (tests that change its configuration or count its
+/// calls need their own).
+fn spawned(args: &[&str]) -> Option<RedisServer> {
+    if std::env::var("MATROSKA_REDIS_URL").is_ok_and(|u| !u.is_empty()) {
+        eprintln!("skipping: this test needs a spawned server");
+        return None;
+    }
+    RedisServer::start_with(args)
+}
+
+/// One dependency with foreign data must not keep the others from
+/// taking full effect.
+#[tokio::test]
+async fn foreign_data_under_one_dependency_does_not_block_the_others() {
+    let Some(t) = target() else { return };
+    let b = backend(&t).await;
+    let mut conn = b.connection().expect("a single-node backend");
+    for (k, d) in [("k1", "d1"), ("k2", "d2"), ("k3", "d3"), ("k4", "d4")] {
+        store(&b, k, &[d], TTL).await;
+    }
+    // a string where d2's index should be, a hash where d4's drain key
+    // should be
+    let _: () = query(&mut conn, redis::cmd("SET").arg(b.index_key("d2")).arg("foreign")).await;
+    let _: i64 = query(&mut conn, redis::cmd("HSET").arg(b.drain_key("d4")).arg("f").arg("x")).await;
+    let deps: Vec<String> = ["d1", "d2", "d3", "d4"].iter().map(|d| d.to_string()).collect();
+    let out = b.invalidate(&deps).await.expect("the call as a whole succeeds");
+    assert_eq!(out.failed, vec![1, 3], "only the dependencies with foreign data are reported");
+    let e = out.error.as_ref().expect("an error");
+    assert_eq!(e.kind(), BackendErrorKind::ForeignData);
+    assert_eq!(e.key(), Some(b.index_key("d2").as_str()), "the error names the key");
+    assert_eq!(out.dropped, 2);
+    for k in ["k1", "k3"] {
+        assert!(matches!(b.get(k).await.unwrap(), Lookup::Miss(_)), "{k} dropped");
+    }
+    // nothing was written for the skipped dependencies
+    assert!(exists(&b, &b.tombstone_key("d1")).await && exists(&b, &b.tombstone_key("d3")).await);
+    assert!(!exists(&b, &b.tombstone_key("d2")).await && !exists(&b, &b.tombstone_key("d4")).await);
+    assert!(matches!(b.get("k4").await.unwrap(), Lookup::Hit(_)), "k4 untouched");
+    // through the cache: only the failed dependencies are named, not kept
+    // (foreign data is not transient)
+    let cache = Cache::builder().backend(b.clone()).prefix("c").build().unwrap();
+    cache.put("x", &1u32, [Dep::tag("fine")], TTL).await.unwrap();
+    let bad = Dep::tag("bad");
+    let _: () = query(&mut conn, redis::cmd("SET").arg(b.index_key(&format!("c:{}", bad.as_str()))).arg("x")).await;
+    let err = cache.invalidate([Dep::tag("fine"), bad.clone()]).await.unwrap_err();
+    assert!(matches!(&err, Error::Invalidation { failed, kept: false, .. } if failed == &vec![bad.clone()]), "{err:?}");
+    assert_eq!(cache.get::<u32>("x").await.unwrap(), None, "the healthy dependency took effect");
+}
+
+/// A put with a ticket and tens of thousands of dependencies is
+/// stored (Lua's unpack() stops at about 8,000 values), up to the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_with_tens_of_thousands_of_dependencies() {
+    let Some(t) = target() else { return };
+    // this test checks that such puts work, not how fast: a loaded machine
+    // may take seconds to build and send 100,000 keys
+    let b = builder(&t).response_timeout(Duration::from_secs(60)).build().await.unwrap();
+    for n in [10_000, 50_000, MAX_DEPENDENCIES] {
+        let deps: Vec<String> = (0..n).map(|i| format!("wide{n}:{i}")).collect();
+        let key = format!("wide{n}");
+        let Lookup::Miss(ticket) = b.get(&key).await.unwrap() else { panic!("a miss") };
+        let started = Instant::now();
+        let request = PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
+        let stored = b.put(request).await;
+        eprintln!("put with {n} dependencies and a ticket: {:?} in {:?}", stored, started.elapsed());
+        assert_eq!(stored.unwrap(), PutOutcome::Stored);
+        assert!(matches!(b.get(&key).await.unwrap(), Lookup::Hit(_)));
+        // an invalidation since the ticket refuses the same put
+        b.invalidate(&deps[n / 2..n / 2 + 1]).await.unwrap();
+        assert!(matches!(b.get(&key).await.unwrap(), Lookup::Miss(_)));
+        let request = PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
+        assert_eq!(b.put(request).await.unwrap(), PutOutcome::Refused);
+        // every one of them drops it, and invalidating all of them at once works
+        store(&b, &key, &deps.iter().map(String::as_str).collect::<Vec<_>>(), TTL).await;
+        let started = Instant::now();
+        let out = b.invalidate(&deps).await.unwrap();
+        eprintln!("invalidating {n} dependencies: {:?}", started.elapsed());
+        assert!(out.is_complete(), "{:?}", out.error);
+        assert_eq!(out.dropped, 1);
+        assert!(!exists(&b, &b.index_key(&deps[n - 1])).await);
+    }
+    // above the limit: a typed error naming the key, nothing written
+    let deps: Vec<String> = (0..=MAX_DEPENDENCIES).map(|i| format!("over:{i}")).collect();
+    let request = PutRequest { key: "over", value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: None };
+    let err = b.put(request).await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Refused);
+    assert_eq!(err.key(), Some(b.entry_key("over").as_str()));
+    assert!(!exists(&b, &b.entry_key("over")).await);
+}
+
+/// Invalidating thousands of dependencies with few dependents each
+/// takes a handful of script calls, not one per dependency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidating_thousands_of_dependencies_takes_a_handful_of_calls() {
+    let Some(server) = spawned(&[]) else { return };
+    for (chunk, dependents, most) in [(1000, 1, 5), (1000, 3, 20), (100, 1, 40)] {
+        let b = RedisBackend::builder(server.url()).namespace(format!("n{chunk}-{dependents}")).chunk_size(chunk);
+        let b = b.build().await.unwrap();
+        let mut conn = b.connection().unwrap();
+        let deps: Vec<String> = (0..3000).map(|i| format!("d{i}")).collect();
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let (b, deps) = (b.clone(), deps.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in (w..deps.len()).step_by(8) {
+                    for e in 0..dependents {
+                        store(&b, &format!("k{i}:{e}"), &[deps[i].as_str()], TTL).await;
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let _: () = query(&mut conn, redis::cmd("CONFIG").arg("RESETSTAT")).await;
+        let out = b.invalidate(&deps).await.unwrap();
+        let calls = script_calls(&mut conn).await;
+        eprintln!("chunk {chunk}: 3000 dependencies x {dependents} dependents invalidated in {calls} script calls");
+        assert!(out.is_complete());
+        assert_eq!(out.dropped, 3000 * dependents as u64);
+        assert!(calls <= most, "{calls} script calls (at most {most} expected)");
+        for i in [0, 1499, 2999] {
+            assert!(!exists(&b, &b.index_key(&deps[i])).await);
+            assert!(!exists(&b, &b.drain_key(&deps[i])).await);
+            assert!(matches!(b.get(&format!("k{i}:0")).await.unwrap(), Lookup::Miss(_)));
+        }
+    }
+}
+
+/// Every builder setting is checked; out of range is a `Config`
+/// error naming it, never a panic.
+#[tokio::test]
+async fn settings_out_of_range_are_config_errors() {
+    let Some(t) = target() else { return };
+    type Set = fn(matroska::backend::redis::RedisBackendBuilder) -> matroska::backend::redis::RedisBackendBuilder;
+    let cases: Vec<(&str, Set)> = vec![
+        ("tombstone_window", |b| b.tombstone_window(Duration::MAX)),
+        ("tombstone_window", |b| b.tombstone_window(Duration::ZERO)),
+        ("tombstone_window", |b| b.tombstone_window(Duration::from_secs(8 * 24 * 3600))),
+        ("chunk_size", |b| b.chunk_size(0)),
+        ("chunk_size", |b| b.chunk_size(usize::MAX)),
+        ("connect_timeout", |b| b.connect_timeout(Duration::ZERO)),
+        ("connect_timeout", |b| b.connect_timeout(Duration::MAX)),
+        ("response_timeout", |b| b.response_timeout(Duration::ZERO)),
+        ("response_timeout", |b| b.response_timeout(Duration::MAX)),
+        ("replica_acks", |b| b.replica_acks(usize::MAX)),
+        ("circuit_cool_down", |b| b.circuit_cool_down(Duration::MAX)),
+        ("sweep_interval", |b| b.sweep_interval(Duration::from_nanos(1))),
+        ("sweep_interval", |b| b.sweep_interval(Duration::MAX)),
+    ];
+    for (setting, set) in cases {
+        let err = set(builder(&t)).build().await.unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::Config, "{setting}: {err}");
+        assert!(err.to_string().contains(setting), "the message names {setting}: {err}");
+        assert!(!err.is_transient());
+    }
+    // the ends of the ranges are accepted
+    let b = builder(&t)
+        .tombstone_window(Duration::from_secs(7 * 24 * 3600))
+        .chunk_size(1)
+        .circuit_cool_down(Duration::ZERO)
+        .sweep_interval(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    store(&b, "k", &["a", "b"], MAX_TTL).await;
+    assert_eq!(b.invalidate(&["a".into(), "b".into()]).await.unwrap().dropped, 1);
+    let b = builder(&t).tombstone_window(Duration::from_millis(1)).build().await.unwrap();
+    store(&b, "k", &["a"], Duration::from_nanos(1)).await;
+}
+
+/// A setting drawn from the whole range of its type, its edges and a sane
+/// range.
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::MAX),
+        Just(Duration::from_nanos(1)),
+        Just(Duration::from_secs(7 * 24 * 3600)),
+        any::<u64>().prop_map(Duration::from_nanos),
+        any::<u64>().prop_map(Duration::from_secs),
+        (1u64..5_000).prop_map(Duration::from_millis),
+    ]
+}
+
+fn ticket() -> impl Strategy<Value = Option<u64>> {
+    prop_oneof![Just(None), Just(Some(0)), Just(Some(u64::MAX)), any::<u64>().prop_map(Some), Just(Some(1))]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Extreme settings, TTLs and tickets give a backend or a clear
+    /// error, results or typed errors; never a panic.
+    #[test]
+    fn extreme_settings_ttls_and_tickets_never_panic(
+        window in duration(),
+        chunk in prop_oneof![Just(0usize), Just(1), Just(usize::MAX), 1usize..3000],
+        connect in duration(),
+        response in duration(),
+        cool_down in duration(),
+        sweep in duration(),
+        acks in prop_oneof![Just(0usize), Just(usize::MAX), 0usize..4],
+        ttls in proptest::collection::vec(duration(), 1..4),
+        tickets in proptest::collection::vec(ticket(), 1..4),
+    ) {
+        let Some(target) = SETTINGS_SERVER.as_ref() else { return Ok(()) };
+        RUNTIME.block_on(async {
+            let built = builder(target)
+                .tombstone_window(window)
+                .chunk_size(chunk)
+                .connect_timeout(connect)
+                .response_timeout(response)
+                .circuit_cool_down(cool_down)
+                .sweep_interval(sweep)
+                .replica_acks(acks)
+                .build()
+                .await;
+            let b = match built {
+                Ok(b) => b,
+                Err(e) => {
+                    // a clear error: a setting out of range (or a server
+                    // that did not answer within a tiny timeout)
+                    assert!(
+                        e.kind() == BackendErrorKind::Config || e.is_transient(),
+                        "unexpected build error: {e}"
+                    );
+                    return;
+                }
+            };
+            let deps = vec!["a".to_string(), "b".to_string()];
+            for (i, (ttl, ticket)) in ttls.iter().zip(tickets.iter().cycle()).enumerate() {
+                let key = format!("k{i}");
+                let request = PutRequest {
+                    key: &key,
+                    value: Bytes::from_static(b"v"),
+                    deps: &deps,
+                    ttl: *ttl,
+                    ticket: ticket.map(Ticket::new),
+                };
+                match b.put(request).await {
+                    Ok(_) => {}
+                    Err(e) => assert!(
+                        matches!(e.kind(), BackendErrorKind::Refused | BackendErrorKind::Timeout | BackendErrorKind::Unavailable),
+                        "{e}"
+                    ),
+                }
+                let _ = b.get(&key).await;
+                let _ = b.has(&key).await;
+            }
+            let _ = b.invalidate(&deps).await;
+            let _ = b.delete("k0").await;
+            let _ = b.ticket().await;
+            let _ = b.clear("k").await;
+            let _ = b.sweep_now().await;
+        });
+    }
+}
+
+static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> =
+    std::sync::LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+
+/// One server for every case of the property test.
+static SETTINGS_SERVER: std::sync::LazyLock<Option<Target>> = std::sync::LazyLock::new(target);
+
+/// Eviction policies that could drop the bookkeeping are refused at
+/// build, read from `CONFIG GET` or, where `CONFIG` is disabled, from
+/// `INFO memory`; the safe ones are accepted.
+#[tokio::test]
+async fn unsafe_eviction_policies_are_refused_at_build() {
+    let Some(server) = spawned(&[]) else { return };
+    let mut admin = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    for policy in ["allkeys-lru", "allkeys-lfu", "allkeys-random", "noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"] {
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(policy).query_async(&mut admin).await.unwrap();
+        let built = RedisBackend::builder(server.url()).build().await;
+        if policy.starts_with("allkeys-") {
+            let err = built.unwrap_err();
+            assert_eq!(err.kind(), BackendErrorKind::Config, "{policy}: {err}");
+            assert!(err.to_string().contains(policy) && err.to_string().contains("volatile-lru"), "{err}");
+        } else {
+            built.unwrap_or_else(|e| panic!("{policy} refused: {e}"));
+        }
+    }
+    // CONFIG disabled (as on managed Redis): the policy comes from INFO
+    let Some(managed) = spawned(&["--rename-command", "CONFIG", "", "--maxmemory-policy", "allkeys-lru"]) else { return };
+    let err = RedisBackend::builder(managed.url()).build().await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Config, "{err}");
+    let Some(managed) = spawned(&["--rename-command", "CONFIG", "", "--maxmemory-policy", "volatile-ttl"]) else { return };
+    RedisBackend::builder(managed.url()).build().await.unwrap();
+    // neither readable: a warning, and the backend is built
+    let Some(hidden) = spawned(&["--rename-command", "CONFIG", "", "--rename-command", "INFO", ""]) else { return };
+    RedisBackend::builder(hidden.url()).build().await.unwrap();
+}
+
+/// A tiny deterministic generator (xorshift), so that a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Under a memory limit, with every eviction policy this backend
+/// accepts, a workload that overfills memory never reads a stale value
+/// (each read is checked against a model of what was invalidated),
+/// invalidations always succeed, and under `noeviction` puts fail with a
+/// transient `OutOfMemory` error when Redis is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_never_serves_stale_reads() {
+    for policy in ["volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl", "noeviction"] {
+        let Some(server) = spawned(&["--maxmemory", "3mb", "--maxmemory-policy", policy]) else { return };
+        let b = RedisBackend::builder(server.url()).sweep_interval(Duration::ZERO).build().await.unwrap();
+        let mut conn = b.connection().unwrap();
+        const KEYS: u64 = 1_000;
+        const ROWS: u64 = 100;
+        let rows_of = |k: u64| -> Vec<u64> { vec![k % ROWS, (k * 7 + 3) % ROWS] };
+        let row = |r: u64| format!("row:{r}");
+        let mut version = vec![0u64; ROWS as usize];
+        // a load in flight: its ticket and the versions it read
+        let mut loads: HashMap<u64, (Ticket, Vec<u64>)> = HashMap::new();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ policy.len() as u64);
+        let (mut hits, mut stored, mut refused, mut oom, mut invalidations) = (0, 0, 0, 0, 0);
+        // 1,000 keys of 8 KB: more than the 3 MB Redis may use
+        let fat = vec![b'x'; 8 * 1024];
+        let value = |versions: &[u64]| {
+            let mut v = versions.iter().map(|x| format!("{x},")).collect::<String>().into_bytes();
+            v.push(b'|');
+            v.extend_from_slice(&fat);
+            Bytes::from(v)
+        };
+        let decode = |bytes: &[u8]| -> Vec<u64> {
+            let end = bytes.iter().position(|c| *c == b'|').expect("a value of this test");
+            std::str::from_utf8(&bytes[..end]).unwrap().split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect()
+        };
+        for step in 0..8_000 {
+            let k = rng.below(KEYS);
+            let key = format!("k{k}");
+            let deps: Vec<String> = rows_of(k).into_iter().map(row).collect();
+            let current: Vec<u64> = rows_of(k).into_iter().map(|r| version[r as usize]).collect();
+            let ttl = Duration::from_secs(1 + rng.below(60));
+            let put_result = |r: Result<PutOutcome, matroska::BackendError>, oom: &mut u64| match r {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    assert_eq!(e.kind(), BackendErrorKind::OutOfMemory, "{policy}, step {step}: {e}");
+                    assert!(e.is_transient());
+                    *oom += 1;
+                    None
+                }
+            };
+            match rng.below(20) {
+                0..=7 => match b.get(&key).await.unwrap() {
+                    Lookup::Hit(bytes) => {
+                        hits += 1;
+                        assert_eq!(decode(&bytes), current, "{policy}, step {step}: stale read of {key}");
+                    }
+                    Lookup::Miss(ticket) => {
+                        loads.insert(k, (ticket, current));
+                    }
+                },
+                8..=13 => {
+                    if let Some((ticket, read)) = loads.remove(&k) {
+                        let request = PutRequest { key: &key, value: value(&read), deps: &deps, ttl, ticket: Some(ticket) };
+                        match put_result(b.put(request).await, &mut oom) {
+                            Some(PutOutcome::Stored) => {
+                                stored += 1;
+                                assert_eq!(read, current, "{policy}, step {step}: a stale put of {key} was accepted");
+                            }
+                            Some(PutOutcome::Refused) => refused += 1,
+                            None => {}
+                        }
+                    }
+                }
+                14 => {
+                    let r = rng.below(ROWS);
+                    version[r as usize] += 1;
+                    let out = b.invalidate(&[row(r)]).await.unwrap_or_else(|e| panic!("{policy}: invalidate: {e}"));
+                    assert!(out.is_complete(), "{policy}, step {step}: invalidation failed: {:?}", out.error);
+                    invalidations += 1;
+                }
+                _ => {
+                    let request = PutRequest { key: &key, value: value(&current), deps: &deps, ttl, ticket: None };
+                    if put_result(b.put(request).await, &mut oom) == Some(PutOutcome::Stored) {
+                        stored += 1;
+                    }
+                }
+            }
+        }
+        let info: String = query(&mut conn, redis::cmd("INFO").arg("stats")).await;
+        let evicted: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("evicted_keys:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        eprintln!(
+            "{policy}: {hits} hits, {stored} stored, {refused} refused, {oom} out of memory, {invalidations} invalidations, {evicted} evicted"
+        );
+        if policy == "noeviction" {
+            assert!(oom > 0, "the workload filled memory");
+            assert_eq!(evicted, 0);
+        } else {
+            assert!(evicted > 0, "{policy}: the workload made Redis evict");
+        }
+        // bookkeeping is never evicted: every index and tombstone key has no
+        // expiry
+        let keys: Vec<String> = query(&mut conn, redis::cmd("KEYS").arg("matroska:*")).await;
+        for key in keys.iter().filter(|k| !k.contains("}:e:")) {
+            assert_eq!(query::<i64>(&mut conn, redis::cmd("PTTL").arg(key)).await, -1, "{key} has an expiry");
+        }
+    }
+}
+
+/// Bookkeeping without expiry stays bounded: once entries expired,
+/// the sweep prunes their registrations, deletes their indexes, and deletes
+/// tombstones older than the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_bounds_the_bookkeeping() {
+    let Some(t) = target() else { return };
+    let window = Duration::from_millis(200);
+    let b = builder(&t).tombstone_window(window).sweep_interval(Duration::ZERO).build().await.unwrap();
+    let mut conn = b.connection().unwrap();
+    let short = Duration::from_millis(300);
+    const N: usize = 2_000;
+    for i in 0..N {
+        store(&b, &format!("short:{i}"), &[&format!("d{i}"), "shared"], short).await;
+    }
+    for i in 0..10 {
+        store(&b, &format!("long:{i}"), &[&format!("live{i}"), "shared"], TTL).await;
+    }
+    // tombstones: invalidate dependencies that have no live dependents
+    let gone: Vec<String> = (0..500).map(|i| format!("gone{i}")).collect();
+    b.invalidate(&gone).await.unwrap();
+    let invalidated = Instant::now();
+    // a drain left behind by an interrupted invalidation: a drain key whose
+    // entry is live
+    store(&b, "stranded", &["stranded-dep"], TTL).await;
+    let _: () = query(&mut conn, redis::cmd("RENAME").arg(b.index_key("stranded-dep")).arg(b.drain_key("stranded-dep"))).await;
+
+    let namespace_of = |key: String| key[..key.find(":{").unwrap()].to_string();
+    let ns = namespace_of(b.index_key("x"));
+    let count = |kind: char| {
+        let mut conn = conn.clone();
+        let pattern = format!("{ns}:{{*}}:{kind}:*");
+        async move { query::<Vec<String>>(&mut conn, redis::cmd("KEYS").arg(pattern)).await.len() }
+    };
+    assert_eq!(count('i').await, N + 10 + 1, "an index per dependency");
+    assert_eq!(count('t').await, 500);
+
+    // wait until Redis expired every short entry and the tombstones are
+    // older than the window (plus its margin): measured, not guessed
+    let keys: Vec<String> = (0..N).map(|i| b.entry_key(&format!("short:{i}"))).collect();
+    wait_expired(&b, &keys).await;
+    let keep = window + window / 100 + Duration::from_millis(10);
+    if let Some(rest) = keep.checked_sub(invalidated.elapsed()) {
+        tokio::time::sleep(rest + Duration::from_millis(5)).await;
+    }
+    let report = b.sweep_now().await.unwrap();
+    eprintln!("{report:?}");
+    // what is left is what is live
+    assert_eq!(count('i').await, 10 + 1, "the live dependencies' indexes and the shared one");
+    assert_eq!(members(&b, &b.index_key("shared")).await.len(), 10);
+    assert_eq!(count('t').await, 0, "tombstones older than the window are deleted");
+    assert_eq!(count('x').await, 0, "the stranded drain was finished");
+    assert!(matches!(b.get("stranded").await.unwrap(), Lookup::Miss(_)), "its entry dropped");
+    assert!(report.members_pruned >= N as u64 * 2);
+    assert_eq!(report.drains_finished, 1);
+    for i in 0..10 {
+        assert!(matches!(b.get(&format!("long:{i}")).await.unwrap(), Lookup::Hit(_)));
+    }
+    // a second pass finds nothing more to do
+    let again = b.sweep_now().await.unwrap();
+    assert_eq!((again.members_pruned, again.keys_deleted, again.drains_finished), (0, 0, 0));
+}
+
+/// `clear` removes every entry of a prefix (and only those, whatever
+/// glob characters the prefix holds), and refuses puts whose ticket is
+/// older than the clear.
+#[tokio::test]
+async fn clear_removes_the_prefix_and_refuses_older_tickets() {
+    let Some(t) = target() else { return };
+    let b = backend(&t).await;
+    for key in ["a:1", "a:2", "a*[x]1", "a*[x]2", "ab", "b:1", "x}:e:a:trick"] {
+        store(&b, key, &["d", key], TTL).await;
+    }
+    let before = b.ticket().await.unwrap();
+    assert_eq!(b.clear("a*[x]").await.unwrap(), 2, "the glob characters are literal");
+    assert!(matches!(b.get("ab").await.unwrap(), Lookup::Hit(_)));
+    assert_eq!(b.clear("a:").await.unwrap(), 2);
+    for key in ["a:1", "a:2", "a*[x]1", "a*[x]2"] {
+        assert!(matches!(b.get(key).await.unwrap(), Lookup::Miss(_)), "{key} cleared");
+        assert!(!exists(&b, &b.index_key(key)).await, "{key} unregistered");
+    }
+    for key in ["ab", "b:1", "x}:e:a:trick"] {
+        assert!(matches!(b.get(key).await.unwrap(), Lookup::Hit(_)), "{key} kept");
+    }
+    assert_eq!(members(&b, &b.index_key("d")).await.len(), 3, "the shared index holds the others only");
+    // a put whose ticket is older than the clear is refused, whatever its key
+    assert_eq!(put(&b, "c:1", &["e"], TTL, Some(before)).await, PutOutcome::Refused);
+    let after = b.ticket().await.unwrap();
+    assert_eq!(put(&b, "c:1", &["e"], TTL, Some(after)).await, PutOutcome::Stored);
+    // everything, through the cache
+    let cache = Cache::builder().backend(b.clone()).prefix("p").build().unwrap();
+    cache.put("k", &1u32, [Dep::tag("t")], TTL).await.unwrap();
+    assert_eq!(cache.clear().await.unwrap(), 1);
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
+    assert!(matches!(b.get("b:1").await.unwrap(), Lookup::Hit(_)), "another prefix is kept");
+    assert_eq!(b.clear("").await.unwrap(), 4);
 }
