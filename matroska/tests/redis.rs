@@ -937,6 +937,37 @@ async fn eviction_never_serves_stale_reads() {
         if policy == "noeviction" {
             assert!(oom > 0, "the workload filled memory");
             assert_eq!(evicted, 0);
+            // full to the limit: puts fail, while delete, clear, the sweep
+            // and invalidate still run (they free memory), each at the limit
+            let fill = |start: usize| {
+                let b = b.clone();
+                let value = value(&[]);
+                async move {
+                    let mut i = start;
+                    loop {
+                        let key = format!("fill{i}");
+                        let request = PutRequest { key: &key, value: value.clone(), deps: &[], ttl: TTL, ticket: None };
+                        match b.put(request).await {
+                            Ok(_) => i += 1,
+                            Err(e) => {
+                                assert_eq!(e.kind(), BackendErrorKind::OutOfMemory, "{e}");
+                                return i;
+                            }
+                        }
+                    }
+                }
+            };
+            let filled = fill(0).await;
+            assert!(b.delete("k1").await.is_ok(), "delete at the limit");
+            let filled = fill(filled).await;
+            b.clear("fill").await.expect("clear at the limit");
+            let filled = fill(filled).await;
+            b.sweep_now().await.expect("the sweep at the limit");
+            fill(filled).await;
+            let rows: Vec<String> = (0..ROWS).map(row).collect();
+            let out = b.invalidate(&rows).await.expect("invalidate at the limit");
+            assert!(out.is_complete(), "{:?}", out.error);
+            eprintln!("at the limit: {} entries dropped by one invalidation", out.dropped);
         } else {
             assert!(evicted > 0, "{policy}: the workload made Redis evict");
         }
