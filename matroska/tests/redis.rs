@@ -182,6 +182,8 @@ async fn hot_dependency_index_holds_only_live_members() {
 async fn invalidating_100_000_dependents_is_complete_and_chunked() {
     let Some(t) = target() else { return };
     let b = builder(&t).chunk_size(1000).build().await.unwrap();
+    // long enough that no entry expires while a slow machine writes them
+    const TTL: Duration = Duration::from_secs(3600);
     let n_tasks = 32;
     let per_task = 100_000 / n_tasks;
     let mut tasks = Vec::new();
@@ -469,7 +471,7 @@ async fn server_killed_and_restarted_mid_workload() {
     let restarted = Instant::now();
     // recovery without a new backend: the connection manager reconnects and
     // the scripts are reloaded
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match cache.put("after", &2u32, [Dep::tag("t")], TTL).await {
             Ok(()) => break,
@@ -626,7 +628,11 @@ async fn puts_with_tens_of_thousands_of_dependencies() {
 async fn invalidating_thousands_of_dependencies_takes_a_handful_of_calls() {
     let Some(server) = spawned(&[]) else { return };
     for (chunk, dependents, most) in [(1000, 1, 5), (1000, 3, 20), (100, 1, 40)] {
-        let b = RedisBackend::builder(server.url()).namespace(format!("n{chunk}-{dependents}")).chunk_size(chunk);
+        // (no background sweep: its calls would be counted)
+        let b = RedisBackend::builder(server.url())
+            .namespace(format!("n{chunk}-{dependents}"))
+            .chunk_size(chunk)
+            .sweep_interval(Duration::ZERO);
         let b = b.build().await.unwrap();
         let mut conn = b.connection().unwrap();
         let deps: Vec<String> = (0..3000).map(|i| format!("d{i}")).collect();
@@ -1045,7 +1051,9 @@ async fn sweep_bounds_the_bookkeeping() {
     assert_eq!(count('t').await, 0, "tombstones older than the window are deleted");
     assert_eq!(count('x').await, 0, "the stranded drain was finished");
     assert!(matches!(b.get("stranded").await.unwrap(), Lookup::Miss(_)), "its entry dropped");
-    assert!(report.members_pruned >= N as u64 * 2);
+    // each short dependency's own index (the shared one may have been
+    // pruned by the puts that followed, on a slow machine)
+    assert!(report.members_pruned >= N as u64, "{report:?}");
     assert_eq!(report.drains_finished, 1);
     for i in 0..10 {
         assert!(matches!(b.get(&format!("long:{i}")).await.unwrap(), Lookup::Hit(_)));
