@@ -1024,6 +1024,8 @@ async fn sweep_bounds_the_bookkeeping() {
     // entry is live
     store(&b, "stranded", &["stranded-dep"], TTL).await;
     let _: () = query(&mut conn, redis::cmd("RENAME").arg(b.index_key("stranded-dep")).arg(b.drain_key("stranded-dep"))).await;
+    // an index as an earlier version wrote it, with an expiry
+    let _: i64 = query(&mut conn, redis::cmd("PEXPIRE").arg(b.index_key("live0")).arg(3_600_000)).await;
 
     let namespace_of = |key: String| key[..key.find(":{").unwrap()].to_string();
     let ns = namespace_of(b.index_key("x"));
@@ -1050,6 +1052,7 @@ async fn sweep_bounds_the_bookkeeping() {
     assert_eq!(members(&b, &b.index_key("shared")).await.len(), 10);
     assert_eq!(count('t').await, 0, "tombstones older than the window are deleted");
     assert_eq!(count('x').await, 0, "the stranded drain was finished");
+    assert_eq!(pttl(&b, &b.index_key("live0")).await, -1, "an index's old expiry is removed");
     assert!(matches!(b.get("stranded").await.unwrap(), Lookup::Miss(_)), "its entry dropped");
     // each short dependency's own index (the shared one may have been
     // pruned by the puts that followed, on a slow machine)

@@ -417,9 +417,11 @@
 //! * Redis server time is assumed not to step backwards by more than the gap
 //!   between a miss and an invalidation; a clock stepped back could let a put
 //!   with a ticket from "the future" through.
-//! * Keys written by an earlier version of this backend keep the expiry it
-//!   gave them (indexes and tombstones then had one) until they are
-//!   rewritten or expire.
+//! * Keys written by an earlier version of this backend, which gave
+//!   indexes and tombstones an expiry: a tombstone keeps it (harmless: it
+//!   expired with the window), an index or drain key loses it at the first
+//!   sweep pass (run [`RedisBackend::sweep_now`] once after upgrading, so
+//!   that eviction cannot drop one before).
 //!
 //! # TLS
 //!

@@ -6,6 +6,8 @@
 --     set left empty. A drain key still holding live members is reported:
 --     the client finishes that drain.
 --   t (tombstone), c (clear marker): deleted once older than keep.
+-- A sorted set left with an expiry by an earlier version of this backend
+-- (which gave indexes one) loses it: eviction must not drop it.
 -- common: keep (us)
 -- item: key
 -- item reply: {1, members removed, keys deleted, drain to finish (0/1)}
@@ -27,8 +29,11 @@ for k, item in ipairs(items) do
       end
     else
       r[2] = n
-      if kind == 'x' and redis.call('EXISTS', key) == 1 then
-        r[4] = 1
+      if redis.call('EXISTS', key) == 1 then
+        redis.call('PERSIST', key)
+        if kind == 'x' then
+          r[4] = 1
+        end
       end
     end
   elseif kind == 't' or kind == 'c' then
