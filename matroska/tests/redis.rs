@@ -514,6 +514,8 @@ fn futures_are_send() {
     if let Some(b) = b {
         is_send(&b.get("k"));
         is_send(&b.invalidate(&[]));
+        is_send(&b.clear(""));
+        is_send(&b.sweep_now());
         is_send(&RedisBackend::builder("redis://x/").build());
     }
 }

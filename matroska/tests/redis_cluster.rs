@@ -405,6 +405,8 @@ fn futures_are_send() {
             ticket: None,
         }));
         is_send(&b.invalidate(&[]));
+        is_send(&b.clear(""));
+        is_send(&b.sweep_now());
         is_send(&RedisBackend::cluster_builder(["redis://x/"]).build());
     }
 }
