@@ -51,6 +51,11 @@ async fn members(b: &RedisBackend, key: &str) -> Vec<String> {
     query(&mut conn, redis::cmd("ZRANGE").arg(key).arg(0).arg(-1)).await
 }
 
+async fn card(b: &RedisBackend, key: &str) -> usize {
+    let mut conn = b.connection().expect("a single-node backend");
+    query(&mut conn, redis::cmd("ZCARD").arg(key)).await
+}
+
 async fn pttl(b: &RedisBackend, key: &str) -> i64 {
     let mut conn = b.connection().expect("a single-node backend");
     query(&mut conn, redis::cmd("PTTL").arg(key)).await
@@ -161,7 +166,7 @@ async fn hot_dependency_index_holds_only_live_members() {
     for task in tasks {
         task.await.unwrap();
     }
-    let grown = members(&b, &b.index_key("hot")).await.len();
+    let grown = card(&b, &b.index_key("hot")).await;
     if started.elapsed() < short {
         // nothing has expired yet: every registration is there
         assert_eq!(grown, 10_001, "the index holds every member");
@@ -181,7 +186,9 @@ async fn hot_dependency_index_holds_only_live_members() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidating_100_000_dependents_is_complete_and_chunked() {
     let Some(t) = target() else { return };
-    let b = builder(&t).chunk_size(1000).build().await.unwrap();
+    // (a loaded machine may take longer than a second for some calls: this
+    // test checks completeness and chunking, not speed)
+    let b = builder(&t).chunk_size(1000).response_timeout(Duration::from_secs(30)).build().await.unwrap();
     // long enough that no entry expires while a slow machine writes them
     const TTL: Duration = Duration::from_secs(3600);
     let n_tasks = 32;
@@ -200,7 +207,7 @@ async fn invalidating_100_000_dependents_is_complete_and_chunked() {
         task.await.unwrap();
     }
     let total = (n_tasks * per_task) as u64;
-    assert_eq!(members(&b, &b.index_key("big")).await.len() as u64, total);
+    assert_eq!(card(&b, &b.index_key("big")).await as u64, total);
 
     let mut conn = b.connection().expect("a single-node backend");
     let _: () = query(&mut conn, redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(20_000)).await;

@@ -40,10 +40,11 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Sends one inline command and reads what arrives within a short time.
+/// Sends one inline command and reads its reply (up to 5 s: a loaded
+/// machine may be slow to answer; a complete reply ends the read at once).
 fn command(port: u16, cmd: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
