@@ -13,8 +13,9 @@
 //! `--cluster` and without `MATROSKA_REDIS_CLUSTER_URLS` it spawns a cluster
 //! of three masters with one replica each (`redis-cli --cluster create`) and
 //! compares with raw GET/SET on a redis-rs cluster connection. It prints a
-//! table, then one line of ratios (matroska ops/s ÷ raw ops/s):
-//! `ratios: get/GET=… put/SET=… invalidate/SET=… concurrent_get/GET=… fanout10k_ms=…`.
+//! table, then one line of ratios (matroska ops/s ÷ raw ops/s) and the
+//! times of the large operations:
+//! `ratios: get/GET=… put/SET=… invalidate/SET=… concurrent_get/GET=… fanout10k_ms=… put10kdeps_ms=… invalidate3kdeps_ms=…`.
 //! On a cluster it also measures the protocol's windows (see the Redis
 //! backend's docs): how long a put's registrations precede its write, and
 //! how often a put racing with invalidations of its dependency is refused.
@@ -440,6 +441,50 @@ async fn run(cluster: bool) -> Result<(), String> {
         best_ms
     };
 
+    // one entry with 10,000 dependencies, stored with a ticket
+    let wide_ms = {
+        let mut best_ms = f64::MAX;
+        for round in 0..ROUNDS {
+            let key = format!("wide:{round}");
+            let deps: Vec<Dep> = (0..10_000u64).map(|i| Dep::id(format!("wide{round}"), i)).collect();
+            let Fetched::Miss(ticket) = cache.lookup::<String>(&key).await.map_err(|e| e.to_string())? else {
+                return Err("expected a miss".into());
+            };
+            let start = Instant::now();
+            let out = cache.put_with_ticket(&key, &value, deps, TTL, ticket).await.map_err(|e| e.to_string())?;
+            if out != PutOutcome::Stored {
+                return Err("the put with 10,000 dependencies was refused".into());
+            }
+            best_ms = best_ms.min(start.elapsed().as_secs_f64() * 1e3);
+        }
+        best_ms
+    };
+
+    // 3,000 dependencies with one dependent each, invalidated at once
+    let many_ms = {
+        let mut best_ms = f64::MAX;
+        for round in 0..ROUNDS {
+            let c = cache.clone();
+            let v = value.clone();
+            concurrent(3_000, move |i| {
+                let (cache, value) = (c.clone(), v.clone());
+                async move {
+                    cache.put(&format!("m:{round}:{i}"), &value, [Dep::id(format!("many{round}"), i as u64)], TTL).await.expect("put");
+                }
+            })
+            .await;
+            let deps: Vec<Dep> = (0..3_000u64).map(|i| Dep::id(format!("many{round}"), i)).collect();
+            let start = Instant::now();
+            let dropped = cache.invalidate(deps).await.map_err(|e| e.to_string())?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            if dropped != 3_000 {
+                return Err(format!("invalidating 3,000 dependencies dropped {dropped} of 3000"));
+            }
+            best_ms = best_ms.min(ms);
+        }
+        best_ms
+    };
+
     println!();
     println!("{:<44} {:>14} {:>14} {:>10}", "operation", "1 task ops/s", "64 tasks ops/s", "µs/op (1)");
     let line = |name: &str, r: &Row| {
@@ -451,6 +496,8 @@ async fn run(cluster: bool) -> Result<(), String> {
     line("matroska put, 3 deps (1 KB)", &put_m);
     line("matroska invalidate, 1 dep, 1 dependent", &inv_m);
     println!("{:<44} {:>14.1} ms", "matroska invalidate, 1 dep, 10,000 dependents", fanout_ms);
+    println!("{:<44} {:>14.1} ms", "matroska put, 10,000 deps, with a ticket", wide_ms);
+    println!("{:<44} {:>14.1} ms", "matroska invalidate, 3,000 deps, 1 dependent", many_ms);
     // the protocol's windows
     println!();
     let reload = {
@@ -537,12 +584,15 @@ async fn run(cluster: bool) -> Result<(), String> {
 
     println!();
     println!(
-        "ratios: get/GET={:.2} put/SET={:.2} invalidate/SET={:.2} concurrent_get/GET={:.2} fanout10k_ms={:.1}",
+        "ratios: get/GET={:.2} put/SET={:.2} invalidate/SET={:.2} concurrent_get/GET={:.2} fanout10k_ms={:.1} \
+         put10kdeps_ms={:.1} invalidate3kdeps_ms={:.1}",
         get_m.serial / get_raw.serial,
         put_m.serial / set_raw.serial,
         inv_m.serial / set_raw.serial,
         get_m.concurrent / get_raw.concurrent,
-        fanout_ms
+        fanout_ms,
+        wide_ms,
+        many_ms
     );
     Ok(())
 }

@@ -40,10 +40,11 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Sends one inline command and reads what arrives within a short time.
+/// Sends one inline command and reads its reply (up to 5 s: a loaded
+/// machine may be slow to answer; a complete reply ends the read at once).
 fn command(port: u16, cmd: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -84,7 +85,7 @@ struct Node {
 }
 
 impl Node {
-    fn spawn(&mut self, server: &PathBuf) -> Result<(), String> {
+    fn spawn(&mut self, server: &PathBuf, extra: &[String]) -> Result<(), String> {
         let log = self.dir.path().join("redis.log");
         let child = Command::new(server)
             .args(["--port", &self.port.to_string(), "--cluster-port", &self.bus_port.to_string()])
@@ -95,6 +96,7 @@ impl Node {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -121,15 +123,24 @@ pub struct RedisCluster {
     nodes: Vec<Node>,
     server: PathBuf,
     watchdogs: Vec<Child>,
+    /// Extra `redis-server` arguments of every node.
+    extra: Vec<String>,
 }
 
 impl RedisCluster {
     /// Spawns and joins a cluster, or `None` (printed) if that is impossible
     /// and not required.
     pub fn start() -> Option<RedisCluster> {
+        Self::start_with(3, 1, &[])
+    }
+
+    /// A cluster of `masters` masters with `replicas` replicas each, every
+    /// node started with the `extra` arguments (which override the defaults,
+    /// for example `["--cluster-node-timeout", "60000"]`).
+    pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> Option<RedisCluster> {
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(masters, replicas, extra) {
                 Ok(c) => return Some(c),
                 Err(e) => last = e,
             }
@@ -137,19 +148,21 @@ impl RedisCluster {
         unavailable(last)
     }
 
-    fn try_start() -> Result<RedisCluster, String> {
+    fn try_start(masters: usize, replicas: usize, extra: &[&str]) -> Result<RedisCluster, String> {
         let server = std::env::var_os("MATROSKA_REDIS_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("redis-server"));
         let cli =
             std::env::var_os("MATROSKA_REDIS_CLI").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("redis-cli"));
-        let mut cluster = RedisCluster { nodes: Vec::new(), server: server.clone(), watchdogs: Vec::new() };
-        for _ in 0..NODES {
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let mut cluster =
+            RedisCluster { nodes: Vec::new(), server: server.clone(), watchdogs: Vec::new(), extra: extra.clone() };
+        for _ in 0..masters * (1 + replicas) {
             let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
             let port = free_port().map_err(|e| format!("no free port: {e}"))?;
             let bus_port = free_port().map_err(|e| format!("no free port: {e}"))?;
             let mut node = Node { child: None, port, bus_port, dir };
-            node.spawn(&server)?;
+            node.spawn(&server, &extra)?;
             cluster.nodes.push(node);
         }
         cluster.spawn_watchdog();
@@ -165,7 +178,7 @@ impl RedisCluster {
         let out = Command::new(&cli)
             .args(["--cluster", "create"])
             .args(cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run {cli:?}: {e}"))?;
@@ -248,11 +261,51 @@ impl RedisCluster {
     /// have failed over).
     pub fn restart(&mut self, port: u16) -> Result<(), String> {
         let server = self.server.clone();
+        let extra = self.extra.clone();
         let node = self.nodes.iter_mut().find(|n| n.port == port).ok_or("no such node")?;
-        node.spawn(&server)?;
+        node.spawn(&server, &extra)?;
         // a restarted node needs a watchdog of its own
         self.spawn_watchdog();
         Ok(())
+    }
+
+    /// The port of the master serving `slot` (from `CLUSTER NODES` of a
+    /// live node).
+    pub fn slot_owner(&self, slot: u16) -> Option<u16> {
+        self.slot_owners().get(usize::from(slot)).copied().flatten()
+    }
+
+    /// For every slot, the port of the master serving it (from one
+    /// `CLUSTER NODES` of a live node; masters marked failed serve nothing).
+    pub fn slot_owners(&self) -> Vec<Option<u16>> {
+        let mut owners = vec![None; 16_384];
+        let Some(live) = self.nodes.iter().find(|n| n.child.is_some()) else { return owners };
+        let Some(nodes) = command(live.port, "CLUSTER NODES") else { return owners };
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            // host:port@bus
+            let Some(port) = fields[1].split('@').next().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            for range in &fields[8..] {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    for owner in owners.iter_mut().take(b.min(16_383) + 1).skip(a) {
+                        *owner = Some(port);
+                    }
+                }
+            }
+        }
+        owners
+    }
+
+    /// The reply to `cmd` (an inline command) from the node on `port`.
+    pub fn command(&self, port: u16, cmd: &str) -> Option<String> {
+        command(port, cmd)
     }
 
     /// Every node's log, for failures.

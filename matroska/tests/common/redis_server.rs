@@ -31,6 +31,8 @@ pub struct RedisServer {
     port: u16,
     binary: PathBuf,
     dir: tempfile::TempDir,
+    /// Extra `redis-server` arguments (for example `--maxmemory 4mb`).
+    args: Vec<String>,
 }
 
 /// Whether `MATROSKA_REQUIRE_REDIS=1` turns a skip into a failure.
@@ -72,6 +74,12 @@ impl RedisServer {
     /// Spawns a server, or `None` (printed) if that is impossible and not
     /// required.
     pub fn start() -> Option<RedisServer> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` arguments, for
+    /// example `["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]`.
+    pub fn start_with(args: &[&str]) -> Option<RedisServer> {
         let binary = std::env::var_os("MATROSKA_REDIS_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("redis-server"));
@@ -85,7 +93,8 @@ impl RedisServer {
                 Ok(p) => p,
                 Err(e) => return unavailable(format!("no free port: {e}")),
             };
-            let mut server = RedisServer { child: None, port, binary: binary.clone(), dir };
+            let args = args.iter().map(|a| a.to_string()).collect();
+            let mut server = RedisServer { child: None, port, binary: binary.clone(), dir, args };
             match server.spawn() {
                 Ok(()) => return Some(server),
                 Err(e) => last_error = e,
@@ -104,6 +113,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

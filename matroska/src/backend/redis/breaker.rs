@@ -5,7 +5,8 @@
 //! application doing many reads stalls on each of them. The breaker only
 //! decides whether a call is *sent*; reconnecting stays the connection's job.
 //!
-//! Per circuit (the single node, or one cluster hash slot):
+//! Per circuit (the single node; on a cluster one hash slot, for calls
+//! routed by key, or one node, for the batched calls sent to a node):
 //!
 //! * **Closed**: every call is sent. A call failing with a
 //!   [`Unavailable`](BackendErrorKind::Unavailable) or
@@ -31,10 +32,18 @@ use redis::cluster_routing::Slot;
 
 use crate::error::{BackendError, BackendErrorKind};
 
-/// Which circuit a call belongs to: `None` for the single node, the key's
-/// slot on a cluster (so that one failing master does not stop calls to the
-/// others).
-pub(super) type Circuit = Option<Slot>;
+/// Which circuit a call belongs to: the single node, or on a cluster the
+/// key's slot or the node a batched call is sent to (so that one failing
+/// master does not stop calls to the others).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Circuit {
+    /// The single node.
+    Server,
+    /// A cluster hash slot.
+    Slot(Slot),
+    /// A cluster node, by address.
+    Node(std::sync::Arc<str>),
+}
 
 /// The state of the open circuits; closed circuits have no entry.
 #[derive(Debug)]
@@ -82,7 +91,7 @@ impl Breaker {
             return Ok(permit);
         }
         let mut open = self.lock();
-        let Some(state) = open.get_mut(&circuit) else {
+        let Some(state) = open.get_mut(&permit.circuit) else {
             return Ok(permit);
         };
         let now = Instant::now();
@@ -98,20 +107,20 @@ impl Breaker {
         ))
     }
 
-    fn trip(&self, circuit: Circuit) {
+    fn trip(&self, circuit: &Circuit) {
         if self.cool_down.is_zero() {
             return;
         }
         let mut open = self.lock();
         let until = Instant::now() + self.cool_down;
-        if open.insert(circuit, Open { until, probing: false }).is_none() {
+        if open.insert(circuit.clone(), Open { until, probing: false }).is_none() {
             self.open_count.fetch_add(1, Ordering::Release);
         }
     }
 
-    fn close(&self, circuit: Circuit) {
+    fn close(&self, circuit: &Circuit) {
         let mut open = self.lock();
-        if open.remove(&circuit).is_some() {
+        if open.remove(circuit).is_some() {
             self.open_count.fetch_sub(1, Ordering::Release);
         }
     }
@@ -125,9 +134,9 @@ impl Permit<'_> {
         let failed =
             matches!(outcome, Err(e) if matches!(e.kind(), BackendErrorKind::Unavailable | BackendErrorKind::Timeout));
         if failed {
-            self.breaker.trip(self.circuit);
+            self.breaker.trip(&self.circuit);
         } else if self.probe {
-            self.breaker.close(self.circuit);
+            self.breaker.close(&self.circuit);
         }
     }
 }
@@ -151,43 +160,65 @@ mod tests {
         Err(BackendError::new(BackendErrorKind::Unavailable, "down"))
     }
 
+    // A thread may stall for any time on a loaded machine: what must hold
+    // *within* the cool-down is asserted only when the check came within it
+    // (sleeping longer than asked is always fine).
+
     #[test]
     fn opens_on_failure_then_lets_one_probe_through() {
-        let b = Breaker::new(Duration::from_millis(30));
-        b.admit(None).unwrap().done(&unavailable());
-        let err = b.admit(None).unwrap_err();
-        assert_eq!(err.kind(), BackendErrorKind::Unavailable);
-        std::thread::sleep(Duration::from_millis(40));
-        let probe = b.admit(None).unwrap();
-        assert!(b.admit(None).is_err(), "one probe at a time");
+        let cool = Duration::from_millis(100);
+        let b = Breaker::new(cool);
+        b.admit(Circuit::Server).unwrap().done(&unavailable());
+        let tripped = Instant::now();
+        let refused = b.admit(Circuit::Server);
+        if tripped.elapsed() < cool {
+            let err = refused.unwrap_err();
+            assert_eq!(err.kind(), BackendErrorKind::Unavailable);
+        } else {
+            drop(refused);
+        }
+        std::thread::sleep(cool + Duration::from_millis(10));
+        let probe = b.admit(Circuit::Server).unwrap();
+        assert!(b.admit(Circuit::Server).is_err(), "one probe at a time");
         probe.done(&Ok::<(), BackendError>(()));
-        assert!(b.admit(None).is_ok(), "closed after a successful probe");
+        assert!(b.admit(Circuit::Server).is_ok(), "closed after a successful probe");
     }
 
     #[test]
     fn a_failed_probe_reopens_and_a_cancelled_probe_frees_its_place() {
-        let b = Breaker::new(Duration::from_millis(20));
-        b.admit(None).unwrap().done(&unavailable());
-        std::thread::sleep(Duration::from_millis(30));
-        b.admit(None).unwrap().done(&unavailable());
-        assert!(b.admit(None).is_err(), "a failed probe starts another cool-down");
-        std::thread::sleep(Duration::from_millis(30));
-        drop(b.admit(None).unwrap());
-        assert!(b.admit(None).is_ok(), "a cancelled probe lets the next call probe");
+        let cool = Duration::from_millis(100);
+        let b = Breaker::new(cool);
+        b.admit(Circuit::Server).unwrap().done(&unavailable());
+        std::thread::sleep(cool + Duration::from_millis(10));
+        b.admit(Circuit::Server).unwrap().done(&unavailable());
+        let reopened = Instant::now();
+        let refused = b.admit(Circuit::Server);
+        if reopened.elapsed() < cool {
+            assert!(refused.is_err(), "a failed probe starts another cool-down");
+        } else {
+            drop(refused);
+        }
+        std::thread::sleep(cool + Duration::from_millis(10));
+        drop(b.admit(Circuit::Server).unwrap());
+        assert!(b.admit(Circuit::Server).is_ok(), "a cancelled probe lets the next call probe");
     }
 
     #[test]
     fn circuits_are_independent_and_other_errors_do_not_trip() {
         let b = Breaker::new(Duration::from_secs(60));
-        let slot = Some(Slot::for_key(b"a"));
-        b.admit(slot).unwrap().done(&unavailable());
+        let slot = Circuit::Slot(Slot::for_key(b"a"));
+        b.admit(slot.clone()).unwrap().done(&unavailable());
         assert!(b.admit(slot).is_err());
-        assert!(b.admit(Some(Slot::for_key(b"b"))).is_ok());
+        assert!(b.admit(Circuit::Slot(Slot::for_key(b"b"))).is_ok());
+        let node = Circuit::Node("127.0.0.1:7000".into());
+        b.admit(node.clone()).unwrap().done(&unavailable());
+        assert!(b.admit(node).is_err());
+        assert!(b.admit(Circuit::Node("127.0.0.1:7001".into())).is_ok());
         let foreign: Result<(), BackendError> = Err(BackendError::new(BackendErrorKind::ForeignData, "x"));
-        b.admit(None).unwrap().done(&foreign);
-        assert!(b.admit(None).is_ok());
+        b.admit(Circuit::Server).unwrap().done(&foreign);
+        assert!(b.admit(Circuit::Server).is_ok());
         let off = Breaker::new(Duration::ZERO);
-        off.admit(None).unwrap().done(&unavailable());
-        assert!(off.admit(None).is_ok(), "a zero cool-down disables the breaker");
+        off.admit(Circuit::Server).unwrap().done(&unavailable());
+        assert!(off.admit(Circuit::Server).is_ok(), "a zero cool-down disables the breaker");
     }
 }

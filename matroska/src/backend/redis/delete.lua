@@ -1,10 +1,12 @@
+#!lua flags=allow-oom
 -- delete: removes an entry and reports where its generation is registered.
+-- Allowed under maxmemory: it frees memory.
 -- KEYS[1] entry hash
 -- Returns {existed} or {existed, member, index...}: the client unregisters
 -- member from these indexes. A key of another type is removed as well.
-local ok, e = pcall(redis.call, 'HMGET', KEYS[1], 'g', 'd')
+local e = redis.pcall('HMGET', KEYS[1], 'g', 'd')
 local existed = redis.call('DEL', KEYS[1])
-if not ok or not e[1] or not e[2] then
+if e.err or not e[1] or not e[2] then
   return {existed}
 end
 local okd, deps = pcall(cmsgpack.unpack, e[2])

@@ -3,19 +3,27 @@
 -- the generation the member was registered for, and removes that generation
 -- from the entries' other reverse indexes. The writes are batched: one
 -- UNLINK per 256 entries and one ZREM per other index (and per 256
--- members), sent by flush() at the end of the script. An entry reached
--- through several indexes is listed more than once but unlinked (and
--- counted, from UNLINK's reply) once.
+-- members: Lua's unpack() cannot take more than about 8,000 values), sent
+-- by flush() at the end of the script. An entry reached through several
+-- indexes is handled once. An index whose last member is removed is
+-- deleted by Redis.
 local BATCH = 256
 
 local function new_batch()
-  return {dropped = 0, unlink = {}, others = {}}
+  return {dropped = 0, unlink = {}, others = {}, seen = {}}
 end
 
 -- `skip` is the index the member comes from (not unregistered from);
 -- `skip_only` is cmsgpack.pack({skip}), the dependency list of an entry with
 -- no other index, which needs no unpacking.
 local function drop_member(b, member, skip, skip_only)
+  -- an entry reached through several of the invalidated indexes is handled
+  -- once (its other indexes can be many: handling it per index would cost
+  -- their product)
+  if b.seen[member] then
+    return
+  end
+  b.seen[member] = true
   local key = string.sub(member, 17)
   -- redis.pcall: a key of another type gives an error table, skipped
   local e = redis.pcall('HMGET', key, 'g', 'd')

@@ -1,60 +1,73 @@
+#!lua flags=allow-oom
 -- invalidate: writes tombstones, then drops the dependents of every
 -- dependency, up to a budget of members; larger indexes are moved to their
--- drain key and emptied by drain.lua in chunks.
+-- drain key and emptied by drain.lua in chunks. Allowed under maxmemory: it
+-- frees memory (a tombstone is a few bytes).
 -- KEYS[3j-2] tombstone, KEYS[3j-1] reverse index, KEYS[3j] drain key of
 -- dependency j.
--- ARGV[1] tombstone window (ms)   ARGV[2] budget (members dropped inline)
--- Returns {-1, i} KEYS[i] holds foreign data (nothing written), or
--- {dropped, j...}: the dependencies j whose drain key must still be drained.
+-- ARGV[1] budget (members dropped inline)
+-- Returns {dropped, {j...}, {j, i, ...}}: the entries dropped, the
+-- dependencies j whose drain key must still be drained, and the
+-- dependencies j skipped because KEYS[i] holds foreign data (nothing is
+-- written for them; the others take full effect).
 local n = #KEYS / 3
 local cards = {}
+local failed = {}
 for j = 1, n do
-  local ok, c = pcall(redis.call, 'ZCARD', KEYS[3 * j - 1])
-  if not ok then
-    return {-1, 3 * j - 1}
+  local c = redis.pcall('ZCARD', KEYS[3 * j - 1])
+  local cx = 0
+  if type(c) == 'table' then
+    failed[#failed + 1] = j
+    failed[#failed + 1] = 3 * j - 1
+  else
+    cx = redis.pcall('ZCARD', KEYS[3 * j])
+    if type(cx) == 'table' then
+      failed[#failed + 1] = j
+      failed[#failed + 1] = 3 * j
+    else
+      cards[j] = {c, cx}
+    end
   end
-  local okx, cx = pcall(redis.call, 'ZCARD', KEYS[3 * j])
-  if not okx then
-    return {-1, 3 * j}
-  end
-  cards[j] = {c, cx}
 end
 
+-- tombstones first, before anything is dropped; they have no expiry (the
+-- sweep deletes them once older than the window)
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', tonumber(t[2]))
 for j = 1, n do
-  redis.call('SET', KEYS[3 * j - 2], now, 'PX', ARGV[1])
+  if cards[j] then
+    redis.call('SET', KEYS[3 * j - 2], now)
+  end
 end
 
-local budget = tonumber(ARGV[2])
+local budget = tonumber(ARGV[1])
 local b = new_batch()
-local reply = {0}
+local drains = {}
 for j = 1, n do
-  local index, drain = KEYS[3 * j - 1], KEYS[3 * j]
-  local card, draining = cards[j][1], cards[j][2] > 0
-  if card > budget then
+  if cards[j] then
+    local index, drain = KEYS[3 * j - 1], KEYS[3 * j]
+    local card, draining = cards[j][1], cards[j][2] > 0
+    if card > budget then
+      if draining then
+        redis.call('ZUNIONSTORE', drain, 2, drain, index, 'AGGREGATE', 'MAX')
+        redis.call('DEL', index)
+      else
+        redis.call('RENAME', index, drain)
+      end
+      draining = true
+    elseif card > 0 then
+      local members = redis.call('ZRANGE', index, 0, -1)
+      redis.call('UNLINK', index)
+      local only = cmsgpack.pack({index})
+      for _, m in ipairs(members) do
+        drop_member(b, m, index, only)
+      end
+      budget = budget - card
+    end
     if draining then
-      redis.call('ZUNIONSTORE', drain, 2, drain, index, 'AGGREGATE', 'MAX')
-      redis.call('DEL', index)
-      local last = redis.call('ZRANGE', drain, -1, -1, 'WITHSCORES')
-      redis.call('PEXPIREAT', drain, last[2])
-    else
-      redis.call('RENAME', index, drain)
+      drains[#drains + 1] = j
     end
-    draining = true
-  elseif card > 0 then
-    local members = redis.call('ZRANGE', index, 0, -1)
-    redis.call('UNLINK', index)
-    local only = cmsgpack.pack({index})
-    for _, m in ipairs(members) do
-      drop_member(b, m, index, only)
-    end
-    budget = budget - card
-  end
-  if draining then
-    reply[#reply + 1] = j
   end
 end
 flush(b)
-reply[1] = b.dropped
-return reply
+return {b.dropped, drains, failed}

@@ -1,65 +1,59 @@
--- cluster invalidate, step 1 (one call per dependency slot): writes the
+#!lua flags=allow-cross-slot-keys,allow-oom
+-- cluster invalidate, step 1 (items, one call per node): writes the
 -- tombstones, then reads the live members of every index, up to a budget;
--- larger indexes are moved to their drain key and read by pop.lua in chunks.
--- Reads only: the members are removed once their entries are dropped, so a
--- call repeated by the client's retry after a lost reply (a failover)
--- returns them again.
--- KEYS[3j-2] tombstone, KEYS[3j-1] reverse index, KEYS[3j] drain key of
--- dependency j (one slot)
--- ARGV[1] tombstone window (ms)   ARGV[2] budget (members read inline)
--- Returns {-1, i} KEYS[i] holds foreign data (nothing written), or
--- {{{j, member...}...}, {j...}, now}: the live members read per dependency
--- j, the dependencies whose drain key must still be emptied, and the time
--- written into the tombstones (us).
-local n = #KEYS / 3
-local cards = {}
-for j = 1, n do
-  local ok, c = pcall(redis.call, 'ZCARD', KEYS[3 * j - 1])
-  if not ok then
-    return {-1, 3 * j - 1}
-  end
-  local okx, cx = pcall(redis.call, 'ZCARD', KEYS[3 * j])
-  if not okx then
-    return {-1, 3 * j}
-  end
-  cards[j] = {c, cx}
-end
-
-local t = redis.call('TIME')
-local now = t[1] .. string.format('%06d', tonumber(t[2]))
-local now_ms = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-for j = 1, n do
-  redis.call('SET', KEYS[3 * j - 2], now, 'PX', ARGV[1])
-end
-
-local budget = tonumber(ARGV[2])
-local taken = {}
-local drains = {}
-for j = 1, n do
-  local index, drain = KEYS[3 * j - 1], KEYS[3 * j]
-  local card, draining = cards[j][1], cards[j][2] > 0
-  if card > budget then
-    if draining then
-      redis.call('ZUNIONSTORE', drain, 2, drain, index, 'AGGREGATE', 'MAX')
-      redis.call('DEL', index)
-      local last = redis.call('ZRANGE', drain, -1, -1, 'WITHSCORES')
-      redis.call('PEXPIREAT', drain, last[2])
-    else
-      redis.call('RENAME', index, drain)
+-- larger indexes are moved to their drain key and read by pop.lua in
+-- chunks. Reads only: the members are removed once their entries are
+-- dropped, so a call repeated by the client's retry after a lost reply (a
+-- failover) returns them again. Allowed under maxmemory: it frees memory.
+-- common: budget (members read inline by this call)
+-- item: tombstone, reverse index, drain key (of one dependency; one slot)
+-- item reply: {1, draining (0/1), member...}
+-- The reply's first element (now) is also the time written into the
+-- tombstones.
+local common, items = parse_items()
+local now = server_time()
+local text = string.format('%.0f', now)
+local cutoff = string.format('%.0f', math.floor(now / 1000))
+local budget = tonumber(common[1])
+local reply = {now}
+for k, item in ipairs(items) do
+  local tomb, index, drain = item[1], item[2], item[3]
+  local c = redis.pcall('ZCARD', index)
+  local cx, e
+  if not is_error(c) then
+    cx = redis.pcall('ZCARD', drain)
+    if not is_error(cx) then
+      -- (a tombstone of another type is overwritten)
+      e = redis.pcall('EXISTS', tomb)
     end
-    draining = true
-  elseif card > 0 then
-    -- expired members name expired entries: prune them
-    redis.call('ZREMRANGEBYSCORE', index, '-inf', now_ms)
-    local members = redis.call('ZRANGE', index, 0, -1)
-    if #members > 0 then
-      table.insert(members, 1, j)
-      taken[#taken + 1] = members
-    end
-    budget = budget - card
   end
-  if draining then
-    drains[#drains + 1] = j
+  if is_error(c) then
+    reply[k + 1] = failed(c, 2)
+  elseif is_error(cx) then
+    reply[k + 1] = failed(cx, 3)
+  elseif is_error(e) then
+    reply[k + 1] = failed(e, 1)
+  else
+    redis.call('SET', tomb, text)
+    local r = {1, cx > 0 and 1 or 0}
+    if c > budget then
+      if cx > 0 then
+        redis.call('ZUNIONSTORE', drain, 2, drain, index, 'AGGREGATE', 'MAX')
+        redis.call('DEL', index)
+      else
+        redis.call('RENAME', index, drain)
+      end
+      r[2] = 1
+    elseif c > 0 then
+      -- expired members name expired entries: prune them
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff)
+      local members = redis.call('ZRANGE', index, 0, -1)
+      for _, m in ipairs(members) do
+        r[#r + 1] = m
+      end
+      budget = budget - c
+    end
+    reply[k + 1] = r
   end
 end
-return {taken, drains, tonumber(now)}
+return reply

@@ -1,36 +1,49 @@
--- cluster invalidate, step 2 (one call per entry slot): drops every entry
+#!lua flags=allow-cross-slot-keys,allow-oom
+-- cluster invalidate, step 2 (items, one call per node): drops every entry
 -- that still has the generation its member named; where the entry does not
 -- (yet) have it, marks that generation dead so that a put between its steps
--- cannot write it afterwards.
--- KEYS[2j-1] entry hash, KEYS[2j] its dead-generation markers (one slot)
--- ARGV[1] marker lifetime (ms)   ARGV[j+1] generation of member j
--- Returns {dropped, member, count, index..., member, count, index...}: for
--- each dropped entry with indexes, the indexes still naming it.
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local until_ms = string.format('%.0f', now_ms + tonumber(ARGV[1]))
-local reply = {0}
-for j = 1, #KEYS / 2 do
-  local key, marks, gen = KEYS[2 * j - 1], KEYS[2 * j], ARGV[j + 1]
-  local ok, e = pcall(redis.call, 'HMGET', key, 'g', 'd')
-  if ok and e[1] == gen then
+-- cannot write it afterwards. Allowed under maxmemory: it frees memory.
+-- common: marker lifetime (ms)
+-- item: entry hash, its dead-generation markers, generation (one slot)
+-- item reply: {1, dropped (0/1), index...}: for a dropped entry, the
+-- indexes still naming it
+local common, items = parse_items()
+local now = server_time()
+local now_ms = math.floor(now / 1000)
+local until_ms = string.format('%.0f', now_ms + tonumber(common[1]))
+local cutoff = string.format('%.0f', now_ms)
+local reply = {now}
+for k, item in ipairs(items) do
+  local key, marks, gen = item[1], item[2], item[3]
+  local e = redis.pcall('HMGET', key, 'g', 'd')
+  if is_error(e) then
+    local f = failed(e, 1)
+    -- an entry key of another type is not readable as an entry: nothing to
+    -- drop
+    reply[k + 1] = f[1] == -1 and {1, 0} or f
+  elseif e[1] == gen then
     redis.call('UNLINK', key)
-    reply[1] = reply[1] + 1
+    local r = {1, 1}
     if e[2] then
       local okd, deps = pcall(cmsgpack.unpack, e[2])
-      if okd and type(deps) == 'table' and #deps > 0 then
-        reply[#reply + 1] = gen .. key
-        reply[#reply + 1] = #deps
+      if okd and type(deps) == 'table' then
         for _, dep in ipairs(deps) do
-          reply[#reply + 1] = dep
+          r[#r + 1] = dep
         end
       end
     end
-  elseif ok then
-    if pcall(redis.call, 'ZADD', marks, until_ms, gen) then
-      redis.call('ZREMRANGEBYSCORE', marks, '-inf', string.format('%.0f', now_ms))
-      local last = redis.call('ZRANGE', marks, -1, -1, 'WITHSCORES')
-      redis.call('PEXPIREAT', marks, last[2])
+    reply[k + 1] = r
+  else
+    local m = redis.pcall('ZCARD', marks)
+    if is_error(m) then
+      -- a marker set of another type cannot keep the put out: report it
+      reply[k + 1] = failed(m, 2)
+    else
+      redis.call('ZADD', marks, until_ms, gen)
+      -- no expiry (eviction must never drop it): expired marks are pruned
+      -- here and by the sweep
+      redis.call('ZREMRANGEBYSCORE', marks, '-inf', cutoff)
+      reply[k + 1] = {1, 0}
     end
   end
 end

@@ -1,13 +1,36 @@
--- cluster invalidate, drain step (a dependency's slot): removes the members
--- of the previous chunk (their entries are dropped), then reads the next
--- chunk. Repeating a call is harmless.
--- KEYS[1] drain key   ARGV[1] chunk size   ARGV[2..] members to remove
--- Returns {{live member...}, members left}.
-local t = redis.call('TIME')
-local now_ms = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-for i = 2, #ARGV do
-  redis.call('ZREM', KEYS[1], ARGV[i])
+#!lua flags=allow-cross-slot-keys,allow-oom
+-- cluster invalidate, drain step (items, one call per node): removes the
+-- members of each drain key's previous chunk (their entries are dropped),
+-- then reads the next live members, up to a budget across the call's drain
+-- keys. Repeating a call is harmless. Allowed under maxmemory.
+-- common: budget
+-- item: drain key, members of the previous chunk...
+-- item reply: {1, members left, live member...}
+local common, items = parse_items()
+local now = server_time()
+local cutoff = string.format('%.0f', math.floor(now / 1000))
+local budget = tonumber(common[1])
+local reply = {now}
+for k, item in ipairs(items) do
+  local drain = item[1]
+  local c = redis.pcall('ZCARD', drain)
+  if is_error(c) then
+    reply[k + 1] = failed(c, 1)
+  else
+    if c > 0 and #item > 1 then
+      zrem_sliced(drain, item, 2, #item)
+    end
+    redis.call('ZREMRANGEBYSCORE', drain, '-inf', cutoff)
+    local r = {1, 0}
+    if budget > 0 then
+      local live = redis.call('ZRANGE', drain, 0, budget - 1)
+      for _, m in ipairs(live) do
+        r[#r + 1] = m
+      end
+      budget = budget - #live
+    end
+    r[2] = redis.call('ZCARD', drain)
+    reply[k + 1] = r
+  end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-local live = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-return {live, redis.call('ZCARD', KEYS[1])}
+return reply

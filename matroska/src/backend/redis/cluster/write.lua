@@ -1,9 +1,14 @@
+#!lua
 -- cluster put, step 2 (the entry's slot): writes the entry unless this
 -- generation was marked dead by an invalidation that found its registration
--- before the entry existed, or the step comes too late.
--- KEYS[1] entry hash   KEYS[2] the entry's dead-generation markers (sorted set)
+-- before the entry existed, the slot was cleared after the ticket, or the
+-- step comes too late. Declared without allow-oom: under maxmemory with
+-- noeviction Redis refuses the call (OOM) before it runs.
+-- KEYS[1] entry hash   KEYS[2] the entry's dead-generation markers (sorted
+-- set)   KEYS[3] the clear marker of the slot
 -- ARGV[1] value   ARGV[2] generation   ARGV[3] the entry's index keys (MessagePack)
 -- ARGV[4] deadline (ms, this node's clock)   ARGV[5] expiry (ms, this node's clock)
+-- ARGV[6] a lower bound of this node's clock at the ticket (us), or ''
 -- Returns {0} refused; {-1, i} KEYS[i] holds foreign data (nothing written);
 -- {1} stored; {1, old_member, index...} stored, and the previous generation
 -- is still registered under these indexes: the client unregisters it.
@@ -12,15 +17,25 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now_ms > tonumber(ARGV[4]) then
   return {0}
 end
-local okm, dead = pcall(redis.call, 'ZSCORE', KEYS[2], ARGV[2])
-if not okm then
+local dead = redis.pcall('ZSCORE', KEYS[2], ARGV[2])
+if type(dead) == 'table' then
   return {-1, 2}
 end
 if dead then
   return {0}
 end
-local ok, old = pcall(redis.call, 'HMGET', KEYS[1], 'g', 'd')
-if not ok then
+if ARGV[6] ~= '' then
+  local cleared = redis.pcall('GET', KEYS[3])
+  if type(cleared) == 'table' then
+    return {-1, 3}
+  end
+  -- a clear that may have come after the ticket refuses
+  if cleared and (tonumber(cleared) == nil or tonumber(cleared) > tonumber(ARGV[6])) then
+    return {0}
+  end
+end
+local old = redis.pcall('HMGET', KEYS[1], 'g', 'd')
+if old.err then
   return {-1, 1}
 end
 local reply = {1}
