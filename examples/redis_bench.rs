@@ -469,7 +469,10 @@ async fn run(cluster: bool) -> Result<(), String> {
             concurrent(3_000, move |i| {
                 let (cache, value) = (c.clone(), v.clone());
                 async move {
-                    cache.put(&format!("m:{round}:{i}"), &value, [Dep::id(format!("many{round}"), i as u64)], TTL).await.expect("put");
+                    cache
+                        .put(&format!("m:{round}:{i}"), &value, [Dep::id(format!("many{round}"), i as u64)], TTL)
+                        .await
+                        .expect("put");
                 }
             })
             .await;

@@ -406,12 +406,8 @@ async fn server_killed_and_restarted_mid_workload() {
     // an operation waits at most for connect + response timeout (each of
     // the cache's calls), so these bounds hold on any machine
     let op_timeout = connect + response;
-    let b = RedisBackend::builder(server.url())
-        .connect_timeout(connect)
-        .response_timeout(response)
-        .build()
-        .await
-        .unwrap();
+    let b =
+        RedisBackend::builder(server.url()).connect_timeout(connect).response_timeout(response).build().await.unwrap();
     let cache = Cache::builder().backend(b.clone()).prefix("f").build().unwrap();
 
     // a workload running across the outage
@@ -603,7 +599,8 @@ async fn puts_with_tens_of_thousands_of_dependencies() {
         let key = format!("wide{n}");
         let Lookup::Miss(ticket) = b.get(&key).await.unwrap() else { panic!("a miss") };
         let started = Instant::now();
-        let request = PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
+        let request =
+            PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
         let stored = b.put(request).await;
         eprintln!("put with {n} dependencies and a ticket: {:?} in {:?}", stored, started.elapsed());
         assert_eq!(stored.unwrap(), PutOutcome::Stored);
@@ -611,7 +608,8 @@ async fn puts_with_tens_of_thousands_of_dependencies() {
         // an invalidation since the ticket refuses the same put
         b.invalidate(&deps[n / 2..n / 2 + 1]).await.unwrap();
         assert!(matches!(b.get(&key).await.unwrap(), Lookup::Miss(_)));
-        let request = PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
+        let request =
+            PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
         assert_eq!(b.put(request).await.unwrap(), PutOutcome::Refused);
         // every one of them drops it, and invalidating all of them at once works
         store(&b, &key, &deps.iter().map(String::as_str).collect::<Vec<_>>(), TTL).await;
@@ -766,55 +764,62 @@ fn extreme_settings_ttls_and_tickets_never_panic() {
     let config = ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let accepted = std::sync::atomic::AtomicUsize::new(0);
-    let result = runner.run(&settings, |(window, chunk, (connect, response, cool_down, sweep), acks, ttls, tickets)| {
-        runtime.block_on(async {
-            let built = builder(&target)
-                .tombstone_window(window)
-                .chunk_size(chunk)
-                .connect_timeout(connect)
-                .response_timeout(response)
-                .circuit_cool_down(cool_down)
-                .sweep_interval(sweep)
-                .replica_acks(acks)
-                .build()
-                .await;
-            let b = match built {
-                Ok(b) => b,
-                Err(e) => {
-                    // a clear error: a setting out of range (or a server
-                    // that did not answer within a tiny timeout)
-                    assert!(e.kind() == BackendErrorKind::Config || e.is_transient(), "unexpected build error: {e}");
-                    return;
-                }
-            };
-            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let deps = vec!["a".to_string(), "b".to_string()];
-            for (i, (ttl, ticket)) in ttls.iter().zip(tickets.iter().cycle()).enumerate() {
-                let key = format!("k{i}");
-                let request = PutRequest {
-                    key: &key,
-                    value: Bytes::from_static(b"v"),
-                    deps: &deps,
-                    ttl: *ttl,
-                    ticket: ticket.map(Ticket::new),
+    let result =
+        runner.run(&settings, |(window, chunk, (connect, response, cool_down, sweep), acks, ttls, tickets)| {
+            runtime.block_on(async {
+                let built = builder(&target)
+                    .tombstone_window(window)
+                    .chunk_size(chunk)
+                    .connect_timeout(connect)
+                    .response_timeout(response)
+                    .circuit_cool_down(cool_down)
+                    .sweep_interval(sweep)
+                    .replica_acks(acks)
+                    .build()
+                    .await;
+                let b = match built {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // a clear error: a setting out of range (or a server
+                        // that did not answer within a tiny timeout)
+                        assert!(
+                            e.kind() == BackendErrorKind::Config || e.is_transient(),
+                            "unexpected build error: {e}"
+                        );
+                        return;
+                    }
                 };
-                if let Err(e) = b.put(request).await {
-                    assert!(
-                        matches!(e.kind(), BackendErrorKind::Refused | BackendErrorKind::Timeout | BackendErrorKind::Unavailable),
-                        "{e}"
-                    );
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let deps = vec!["a".to_string(), "b".to_string()];
+                for (i, (ttl, ticket)) in ttls.iter().zip(tickets.iter().cycle()).enumerate() {
+                    let key = format!("k{i}");
+                    let request = PutRequest {
+                        key: &key,
+                        value: Bytes::from_static(b"v"),
+                        deps: &deps,
+                        ttl: *ttl,
+                        ticket: ticket.map(Ticket::new),
+                    };
+                    if let Err(e) = b.put(request).await {
+                        assert!(
+                            matches!(
+                                e.kind(),
+                                BackendErrorKind::Refused | BackendErrorKind::Timeout | BackendErrorKind::Unavailable
+                            ),
+                            "{e}"
+                        );
+                    }
+                    let _ = b.get(&key).await;
+                    let _ = b.has(&key).await;
                 }
-                let _ = b.get(&key).await;
-                let _ = b.has(&key).await;
-            }
-            let _ = b.invalidate(&deps).await;
-            let _ = b.delete("k0").await;
-            let _ = b.ticket().await;
-            let _ = b.clear("k").await;
-            let _ = b.sweep_now().await;
+                let _ = b.invalidate(&deps).await;
+                let _ = b.delete("k0").await;
+                let _ = b.ticket().await;
+                let _ = b.clear("k").await;
+                let _ = b.sweep_now().await;
+            });
+            Ok(())
         });
-        Ok(())
-    });
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -830,8 +835,18 @@ fn extreme_settings_ttls_and_tickets_never_panic() {
 async fn unsafe_eviction_policies_are_refused_at_build() {
     let Some(server) = spawned(&[]) else { return };
     let mut admin = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    for policy in ["allkeys-lru", "allkeys-lfu", "allkeys-random", "noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"] {
-        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(policy).query_async(&mut admin).await.unwrap();
+    for policy in [
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "noeviction",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    ] {
+        let _: () =
+            redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(policy).query_async(&mut admin).await.unwrap();
         let built = RedisBackend::builder(server.url()).build().await;
         if policy.starts_with("allkeys-") {
             let err = built.unwrap_err();
@@ -842,10 +857,14 @@ async fn unsafe_eviction_policies_are_refused_at_build() {
         }
     }
     // CONFIG disabled (as on managed Redis): the policy comes from INFO
-    let Some(managed) = spawned(&["--rename-command", "CONFIG", "", "--maxmemory-policy", "allkeys-lru"]) else { return };
+    let Some(managed) = spawned(&["--rename-command", "CONFIG", "", "--maxmemory-policy", "allkeys-lru"]) else {
+        return;
+    };
     let err = RedisBackend::builder(managed.url()).build().await.unwrap_err();
     assert_eq!(err.kind(), BackendErrorKind::Config, "{err}");
-    let Some(managed) = spawned(&["--rename-command", "CONFIG", "", "--maxmemory-policy", "volatile-ttl"]) else { return };
+    let Some(managed) = spawned(&["--rename-command", "CONFIG", "", "--maxmemory-policy", "volatile-ttl"]) else {
+        return;
+    };
     RedisBackend::builder(managed.url()).build().await.unwrap();
     // neither readable: a warning, and the backend is built
     let Some(hidden) = spawned(&["--rename-command", "CONFIG", "", "--rename-command", "INFO", ""]) else { return };
@@ -898,7 +917,12 @@ async fn eviction_never_serves_stale_reads() {
         };
         let decode = |bytes: &[u8]| -> Vec<u64> {
             let end = bytes.iter().position(|c| *c == b'|').expect("a value of this test");
-            std::str::from_utf8(&bytes[..end]).unwrap().split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect()
+            std::str::from_utf8(&bytes[..end])
+                .unwrap()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().unwrap())
+                .collect()
         };
         for step in 0..8_000 {
             let k = rng.below(KEYS);
@@ -927,7 +951,8 @@ async fn eviction_never_serves_stale_reads() {
                 },
                 8..=13 => {
                     if let Some((ticket, read)) = loads.remove(&k) {
-                        let request = PutRequest { key: &key, value: value(&read), deps: &deps, ttl, ticket: Some(ticket) };
+                        let request =
+                            PutRequest { key: &key, value: value(&read), deps: &deps, ttl, ticket: Some(ticket) };
                         match put_result(b.put(request).await, &mut oom) {
                             Some(PutOutcome::Stored) => {
                                 stored += 1;
@@ -954,11 +979,8 @@ async fn eviction_never_serves_stale_reads() {
             }
         }
         let info: String = query(&mut conn, redis::cmd("INFO").arg("stats")).await;
-        let evicted: u64 = info
-            .lines()
-            .find_map(|l| l.strip_prefix("evicted_keys:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let evicted: u64 =
+            info.lines().find_map(|l| l.strip_prefix("evicted_keys:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
         eprintln!(
             "{policy}: {hits} hits, {stored} stored, {refused} refused, {oom} out of memory, {invalidations} invalidations, {evicted} evicted"
         );
@@ -1032,7 +1054,8 @@ async fn sweep_bounds_the_bookkeeping() {
     // a drain left behind by an interrupted invalidation: a drain key whose
     // entry is live
     store(&b, "stranded", &["stranded-dep"], TTL).await;
-    let _: () = query(&mut conn, redis::cmd("RENAME").arg(b.index_key("stranded-dep")).arg(b.drain_key("stranded-dep"))).await;
+    let _: () =
+        query(&mut conn, redis::cmd("RENAME").arg(b.index_key("stranded-dep")).arg(b.drain_key("stranded-dep"))).await;
     // an index as an earlier version wrote it, with an expiry
     let _: i64 = query(&mut conn, redis::cmd("PEXPIRE").arg(b.index_key("live0")).arg(3_600_000)).await;
 

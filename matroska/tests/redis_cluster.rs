@@ -538,10 +538,14 @@ async fn puts_with_tens_of_thousands_of_dependencies() {
         let Lookup::Miss(ticket) = b.get(&key).await.unwrap() else { panic!("a miss") };
         reset();
         let started = Instant::now();
-        let request = PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
+        let request =
+            PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
         let stored = b.put(request).await;
         let calls = script_calls(&cluster);
-        eprintln!("cluster put with {n} dependencies and a ticket: {stored:?} in {:?}, {calls} script calls", started.elapsed());
+        eprintln!(
+            "cluster put with {n} dependencies and a ticket: {stored:?} in {:?}, {calls} script calls",
+            started.elapsed()
+        );
         assert_eq!(stored.unwrap(), PutOutcome::Stored);
         assert!(calls <= most, "{calls} script calls (at most {most} expected)");
         assert!(matches!(b.get(&key).await.unwrap(), Lookup::Hit(_)));
@@ -556,7 +560,8 @@ async fn puts_with_tens_of_thousands_of_dependencies() {
         for d in [&deps[0], &deps[n / 2]] {
             assert!(!exists(&b, &b.index_key(d)).await, "unregistered from its other indexes");
         }
-        let request = PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
+        let request =
+            PutRequest { key: &key, value: Bytes::from_static(b"v"), deps: &deps, ttl: TTL, ticket: Some(ticket) };
         assert_eq!(b.put(request).await.unwrap(), PutOutcome::Refused, "the ticket predates the invalidation");
         store(&b, &key, &deps.iter().map(String::as_str).collect::<Vec<_>>(), TTL).await;
         reset();
@@ -846,8 +851,13 @@ async fn extreme_ttls_and_tickets_never_panic() {
     let mut outcomes: HashMap<String, usize> = HashMap::new();
     for ttl in ttls {
         for ticket in tickets {
-            let request =
-                PutRequest { key: "k", value: Bytes::from_static(b"v"), deps: &deps, ttl, ticket: ticket.map(Ticket::new) };
+            let request = PutRequest {
+                key: "k",
+                value: Bytes::from_static(b"v"),
+                deps: &deps,
+                ttl,
+                ticket: ticket.map(Ticket::new),
+            };
             let outcome = match b.put(request).await {
                 Ok(o) => format!("{o:?}"),
                 Err(e) => {

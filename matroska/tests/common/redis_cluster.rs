@@ -287,8 +287,7 @@ impl RedisCluster {
                 continue;
             }
             // host:port@bus
-            let Some(port) = fields[1].split('@').next().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok())
-            else {
+            let Some(port) = fields[1].split('@').next().and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok()) else {
                 continue;
             };
             for range in &fields[8..] {

@@ -196,7 +196,8 @@ impl RedisBackend {
         durable: bool,
         batch: &mut Batch,
     ) -> Vec<usize> {
-        let outcomes = join_all(calls.iter().map(|(route, list)| self.call(lua, common, items, route, list, durable))).await;
+        let outcomes =
+            join_all(calls.iter().map(|(route, list)| self.call(lua, common, items, route, list, durable))).await;
         let mut moved = Vec::new();
         for ((_, list), outcome) in calls.iter().zip(outcomes) {
             let received = local_us();
@@ -244,8 +245,10 @@ impl RedisBackend {
     ) -> Result<CallReply, BackendError> {
         let first = String::from_utf8_lossy(&items[list[0]].key).into_owned();
         let mut args: Vec<&[u8]> = Vec::with_capacity(1 + common.len() + list.len() * 4);
-        let counts: Vec<String> =
-            std::iter::once(common.len()).chain(list.iter().map(|&i| items[i].args.len())).map(|n| n.to_string()).collect();
+        let counts: Vec<String> = std::iter::once(common.len())
+            .chain(list.iter().map(|&i| items[i].args.len()))
+            .map(|n| n.to_string())
+            .collect();
         args.push(counts[0].as_bytes());
         args.extend(common.iter().map(Vec::as_slice));
         for (k, &i) in list.iter().enumerate() {
@@ -274,9 +277,8 @@ impl RedisBackend {
                 reply
             }
             (Route::Node { host, port, addr }, Conn::Cluster(h)) => {
-                let routing = || {
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port })
-                };
+                let routing =
+                    || RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
                 let mut evalsha = redis::cmd("EVALSHA");
                 evalsha.arg(lua.script.get_hash()).arg(0);
                 for a in &args {
@@ -304,7 +306,12 @@ impl RedisBackend {
 
     /// Waits until [`replica_acks`](super::RedisBackendBuilder::replica_acks)
     /// replicas of a node have every write made so far on this connection.
-    async fn durable_node(&self, routing: RoutingInfo, circuit: Option<Circuit>, key: &str) -> Result<(), BackendError> {
+    async fn durable_node(
+        &self,
+        routing: RoutingInfo,
+        circuit: Option<Circuit>,
+        key: &str,
+    ) -> Result<(), BackendError> {
         let Conn::Cluster(h) = &self.conn else { return Ok(()) };
         let timeout_ms = saturating_u64(self.response_timeout.as_millis()).max(1);
         let wait = redis::cmd("WAIT").arg(self.replica_acks).arg(timeout_ms).clone();

@@ -207,7 +207,10 @@ impl RedisBackendBuilder {
         if self.cool_down > MAX_TIMEOUT {
             return Err(ConfigError::new(
                 "circuit_cool_down",
-                format!("{:?} is above the accepted maximum of {MAX_TIMEOUT:?} (zero turns the breaker off)", self.cool_down),
+                format!(
+                    "{:?} is above the accepted maximum of {MAX_TIMEOUT:?} (zero turns the breaker off)",
+                    self.cool_down
+                ),
             ));
         }
         if !self.sweep_interval.is_zero()

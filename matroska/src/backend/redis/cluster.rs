@@ -141,7 +141,10 @@ impl RedisBackend {
         let items: Vec<Item> = indexes
             .iter()
             .zip(&tombstones)
-            .map(|(i, t)| Item { key: i.clone().into_bytes(), args: vec![i.clone().into_bytes(), t.clone().into_bytes()] })
+            .map(|(i, t)| Item {
+                key: i.clone().into_bytes(),
+                args: vec![i.clone().into_bytes(), t.clone().into_bytes()],
+            })
             .collect();
         let common = [member.clone().into_bytes(), ttl_ms.to_string().into_bytes()];
         let register = self.run_items(&REGISTER, &common, &items, self.replica_acks > 0);
@@ -381,7 +384,8 @@ impl RedisBackend {
     /// Empties the given drain keys (found by the sweep): the entries
     /// dropped, and the positions (in `drains`) that failed.
     pub(super) async fn drain_keys(&self, drains: Vec<Vec<u8>>) -> (u64, Vec<(usize, BackendError)>) {
-        let pending = drains.into_iter().enumerate().map(|(dep, drain)| Draining { dep, drain, done: Vec::new() }).collect();
+        let pending =
+            drains.into_iter().enumerate().map(|(dep, drain)| Draining { dep, drain, done: Vec::new() }).collect();
         let mut result = Dropped::default();
         self.drain_cluster(pending, &mut result).await;
         self.unregister_pairs(result.cleanup.into_iter().collect()).await;
@@ -435,7 +439,11 @@ impl RedisBackend {
                         Err(e) => result.failed.push((d.dep, e)),
                     }
                 }
-                members.extend(d.done.iter().map(|m| Member { member: m.clone(), index: Vec::new(), deps: vec![d.dep] }));
+                members.extend(d.done.iter().map(|m| Member {
+                    member: m.clone(),
+                    index: Vec::new(),
+                    deps: vec![d.dep],
+                }));
                 next.push(d);
             }
             let mut round = self.drop_members(members).await;

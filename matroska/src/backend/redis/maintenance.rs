@@ -15,7 +15,8 @@ use super::topology::SLOTS;
 use super::{Conn, Life, RedisBackend};
 use crate::error::{BackendError, BackendErrorKind};
 
-pub(super) static UNREGISTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("batch/unregister.lua"), &[ITEMS]));
+pub(super) static UNREGISTER: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("batch/unregister.lua"), &[ITEMS]));
 static MARK: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("batch/mark.lua"), &[ITEMS]));
 static CLEAR: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("batch/clear.lua"), &[ITEMS]));
 static SWEEP: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("batch/sweep.lua"), &[ITEMS]));
@@ -90,7 +91,13 @@ impl RedisBackend {
     }
 
     /// One `SCAN` step on `node`: the next cursor and the keys found.
-    async fn scan(&self, node: &Node, cursor: u64, pattern: &str, count: usize) -> Result<(u64, Vec<Vec<u8>>), BackendError> {
+    async fn scan(
+        &self,
+        node: &Node,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>), BackendError> {
         let cmd = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(count).clone();
         let reply: Value = match (node, &self.conn) {
             (Node::Single, Conn::Single(c)) => {
@@ -98,7 +105,8 @@ impl RedisBackend {
                 self.bounded(async { cmd.query_async(&mut conn).await }, None).await?
             }
             (Node::Cluster { host, port, addr }, Conn::Cluster(h)) => {
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
+                let routing =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port });
                 let call = super::batch::routed(h.get(), cmd, routing);
                 self.guarded(call, Some(Circuit::Node(Arc::clone(addr))), Some(addr)).await?
             }

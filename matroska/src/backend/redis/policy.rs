@@ -91,14 +91,15 @@ impl RedisBackend {
             }
             Conn::Cluster(h) => {
                 let all = || RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-                let per_node = |reply: Value, parse: fn(&Value) -> Option<String>| -> Option<Vec<(Option<String>, String)>> {
-                    let Value::Map(nodes) = reply else { return None };
-                    nodes
-                        .iter()
-                        .map(|(node, v)| Some((text(node), parse(v)?)))
-                        .collect::<Option<Vec<_>>>()
-                        .filter(|v| !v.is_empty())
-                };
+                let per_node =
+                    |reply: Value, parse: fn(&Value) -> Option<String>| -> Option<Vec<(Option<String>, String)>> {
+                        let Value::Map(nodes) = reply else { return None };
+                        nodes
+                            .iter()
+                            .map(|(node, v)| Some((text(node), parse(v)?)))
+                            .collect::<Option<Vec<_>>>()
+                            .filter(|v| !v.is_empty())
+                    };
                 let mut conn = h.get();
                 if let Ok(v) = self.guarded(conn.route_command(config, all()), None, None).await {
                     if let Some(p) = per_node(v, from_config) {

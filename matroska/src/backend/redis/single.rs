@@ -57,12 +57,7 @@ impl RedisBackend {
         let ttl_ms = saturating_u64(req.ttl.as_millis()).max(1);
         let ticket = req.ticket.map(|t| t.value().to_string()).unwrap_or_default();
         let gen = self.gens.next();
-        inv.arg(req.value.as_ref())
-            .arg(ttl_ms)
-            .arg(ticket)
-            .arg(self.window_us)
-            .arg(gen.as_str())
-            .arg(req.deps.len());
+        inv.arg(req.value.as_ref()).arg(ttl_ms).arg(ticket).arg(self.window_us).arg(gen.as_str()).arg(req.deps.len());
         let reply: Value = self.bounded(async { inv.invoke_async(&mut conn).await }, Some(&entry)).await?;
         let mut items = array(reply, &entry)?.into_iter();
         let status = match items.next() {

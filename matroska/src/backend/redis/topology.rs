@@ -270,7 +270,11 @@ mod tests {
     #[test]
     fn cluster_slots_replies_parse() {
         let node = |host: &str, port: i64| {
-            Value::Array(vec![Value::BulkString(host.as_bytes().to_vec()), Value::Int(port), Value::BulkString(b"id".to_vec())])
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
         };
         let reply = Value::Array(vec![
             Value::Array(vec![Value::Int(0), Value::Int(8191), node("127.0.0.1", 7000), node("127.0.0.1", 7003)]),
