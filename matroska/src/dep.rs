@@ -86,6 +86,38 @@ impl Dep {
     pub fn parts(&self) -> Vec<String> {
         decode_parts(&self.0).unwrap_or_default()
     }
+
+    /// For a [`PrimaryKey`], the switch of its entity
+    /// (`Dep::invalidate_all(entity)`), which every entry depending on the
+    /// row also depends on.
+    pub(crate) fn row_switch(&self) -> Option<Dep> {
+        if !self.0.starts_with("pk:") {
+            return None;
+        }
+        let parts = decode_parts(&self.0)?;
+        Some(Dep::invalidate_all(parts.get(1)?))
+    }
+}
+
+/// `deps` with the switch of every entity a primary-key dependency names
+/// ([`Dep::row_switch`]), so that invalidating an entity's switch (a write
+/// whose rows cannot be told) drops entries that depend on its rows.
+pub(crate) fn with_row_switches(deps: &[Dep]) -> std::borrow::Cow<'_, [Dep]> {
+    let mut missing: Vec<Dep> = Vec::new();
+    for d in deps {
+        if let Some(switch) = d.row_switch() {
+            if !missing.contains(&switch) && !deps.contains(&switch) {
+                missing.push(switch);
+            }
+        }
+    }
+    if missing.is_empty() {
+        std::borrow::Cow::Borrowed(deps)
+    } else {
+        let mut all = deps.to_vec();
+        all.extend(missing);
+        std::borrow::Cow::Owned(all)
+    }
 }
 
 impl fmt::Debug for Dep {
@@ -275,6 +307,11 @@ impl<T: ?Sized> From<NTag<T>> for Dep {
 /// `PrimaryKey(entity, key)`: a database row. Composite keys are supported;
 /// each component is typed, so `1i32` and `1i64` give the same key and `"1"`
 /// (a string) a different one.
+///
+/// An entry stored with a row's dependency also depends on its entity's
+/// switch ([`Dep::invalidate_all`]): the cache adds it. A write whose rows
+/// cannot be told invalidates the switch, and so every entry built from
+/// rows of that entity.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrimaryKey {
     entity: String,

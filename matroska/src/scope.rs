@@ -23,7 +23,7 @@ use tracing::warn;
 
 use crate::cache::Cache;
 use crate::codec::Codec;
-use crate::dep::{Dep, Params};
+use crate::dep::{Dep, Params, Value};
 use crate::error::{BoxError, Error};
 
 /// How scope mistakes are reported.
@@ -146,13 +146,24 @@ pub struct Scopes<T> {
     object_type: Arc<str>,
     mode: Mode,
     describers: Vec<Describer<T>>,
+    /// Parameters compared by a collation the cache does not model.
+    collated: Arc<BTreeSet<String>>,
 }
 
 impl<T> Clone for Scopes<T> {
     fn clone(&self) -> Self {
-        Scopes { object_type: self.object_type.clone(), mode: self.mode, describers: self.describers.clone() }
+        Scopes {
+            object_type: self.object_type.clone(),
+            mode: self.mode,
+            describers: self.describers.clone(),
+            collated: Arc::clone(&self.collated),
+        }
     }
 }
+
+/// The value every collated parameter takes in a condition (bytes, a type
+/// no text parameter has, so it meets no real value of one).
+const COLLATED: &[u8] = b"\0matroska:collated";
 
 impl<T> fmt::Debug for Scopes<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -175,7 +186,45 @@ where
 impl<T> Scopes<T> {
     /// The scopes of `object_type` (the name used in its dependencies).
     pub fn new(object_type: impl Into<String>, mode: Mode) -> Self {
-        Scopes { object_type: Arc::from(object_type.into()), mode, describers: Vec::new() }
+        Scopes { object_type: Arc::from(object_type.into()), mode, describers: Vec::new(), collated: Arc::default() }
+    }
+
+    /// Declares parameters whose values the database compares by a collation
+    /// the cache does not model: case- or accent-insensitive (MySQL's and
+    /// MariaDB's default `_ci` collations, SQLite's `NOCASE`, PostgreSQL's
+    /// `citext` or nondeterministic collations), or ignoring trailing spaces
+    /// (`PAD SPACE`). A list filtered by `type = 'tool'` also holds rows of
+    /// type `Tool`, which the cache would not match by value. Their conditions
+    /// therefore ignore these parameters' values: a list filtered by one
+    /// depends on every object with *any* value of it (and the same values
+    /// of the other parameters), and is invalidated by a change of any.
+    /// Precise on the other parameters, coarse on these.
+    #[must_use]
+    pub fn collated<P>(mut self, params: P) -> Self
+    where
+        P: IntoIterator,
+        P::Item: Into<String>,
+    {
+        let mut set = (*self.collated).clone();
+        set.extend(names(params));
+        self.collated = Arc::new(set);
+        self
+    }
+
+    /// The parameters declared [`collated`](Self::collated).
+    pub fn collated_params(&self) -> impl Iterator<Item = &str> {
+        self.collated.iter().map(String::as_str)
+    }
+
+    /// `params` as conditions carry them: the values of
+    /// [`collated`](Self::collated) parameters replaced by one marker.
+    pub fn normalize(&self, mut params: Params) -> Params {
+        for name in self.collated.iter() {
+            if params.get(name).is_some() {
+                params.insert(name.clone(), Value::Bytes(COLLATED.to_vec()));
+            }
+        }
+        params
     }
 
     /// The object type.
@@ -260,7 +309,7 @@ impl<T> Scopes<T> {
     pub fn condition(&self, params: Params) -> Result<Vec<Dep>, ScopeError> {
         let asked: BTreeSet<String> = params.names().map(str::to_owned).collect();
         if self.describers.iter().any(|d| d.params == asked) {
-            return Ok(vec![Dep::condition(&*self.object_type, params), self.kill_switch()]);
+            return Ok(vec![Dep::condition(&*self.object_type, self.normalize(params)), self.kill_switch()]);
         }
         let err = ScopeError::UnknownCondition {
             object_type: self.object_type.to_string(),
@@ -299,7 +348,7 @@ impl<T> Scopes<T> {
                     let mut wrong = None;
                     for p in sets {
                         if p.names().eq(d.params.iter().map(String::as_str)) {
-                            deps.push(Dep::condition(&*self.object_type, p));
+                            deps.push(Dep::condition(&*self.object_type, self.normalize(p)));
                         } else {
                             wrong = Some(ScopeError::WrongParams {
                                 object_type: self.object_type.to_string(),

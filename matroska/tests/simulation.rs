@@ -740,7 +740,7 @@ where
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let failures = rt.block_on(async {
-        let Some(backend) = connect().await else { return None };
+        let backend = connect().await?;
         let mut failures = Vec::new();
         for &seed in &seeds {
             let prefix = format!("sim{seed}");

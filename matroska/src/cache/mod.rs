@@ -20,11 +20,13 @@ use crate::error::{BackendError, BackendErrorKind, ConfigError, Error};
 mod deps;
 mod flight;
 mod pending;
+mod uncommitted;
 
 use deps::{bubble, bubble_uncacheable, in_loader, COLLECTOR};
 pub use deps::{mark_uncacheable, Deps};
 use flight::{Flight, Flights, Joined, Role};
 use pending::Pending;
+pub use uncommitted::{read_in_transaction, TransactionToken};
 
 /// The default largest TTL a cache accepts: 365 days.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -584,6 +586,14 @@ impl<C: Codec> Cache<C> {
         I: IntoIterator,
         I::Item: Into<Dep>,
     {
+        if uncommitted::in_open_transaction() {
+            self.inner.stats.refused_puts.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::NotStored {
+                key: key.to_owned(),
+                reason:
+                    "this task read inside a database transaction that is still open: what it read may be uncommitted",
+            });
+        }
         match self.put_inner(key, value, collect(deps), ttl, None).await? {
             PutOutcome::Stored => Ok(()),
             PutOutcome::Refused => Err(Error::NotStored {
@@ -613,6 +623,11 @@ impl<C: Codec> Cache<C> {
         I: IntoIterator,
         I::Item: Into<Dep>,
     {
+        if uncommitted::in_open_transaction() {
+            // what this task read may be uncommitted
+            self.inner.stats.refused_puts.fetch_add(1, Ordering::Relaxed);
+            return Ok(PutOutcome::Refused);
+        }
         self.put_inner(key, value, collect(deps), ttl, Some(ticket)).await
     }
 
@@ -638,7 +653,8 @@ impl<C: Codec> Cache<C> {
         ttl: Duration,
         ticket: Option<Ticket>,
     ) -> Result<PutOutcome, Error> {
-        let backend_deps = self.backend_deps(deps);
+        let deps = crate::dep::with_row_switches(deps);
+        let backend_deps = self.backend_deps(&deps);
         // A dependency whose invalidation failed has no tombstone yet: the
         // value may predate that invalidation.
         if self.inner.pending.contains_any(&backend_deps) || self.inner.pending.overflowed() || self.needs_recovery() {
