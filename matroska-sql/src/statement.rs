@@ -54,9 +54,12 @@ pub struct TableName {
 
 impl TableName {
     /// Whether this name denotes the entity table `table` (in `schema`).
+    /// Names are compared without regard to case, quoted or not: SQLite
+    /// and MySQL on some systems ignore the case of quoted names too, and
+    /// a write matched to one table too many only invalidates more.
     #[must_use]
     pub fn matches(&self, table: &str, schema: Option<&str>) -> bool {
-        let same = if self.quoted { self.table == table } else { self.table.eq_ignore_ascii_case(table) };
+        let same = self.table.eq_ignore_ascii_case(table);
         same && match (&self.schema, schema) {
             (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
             _ => true,
@@ -101,6 +104,10 @@ pub struct Filter {
     pub sql: Option<(String, Vec<usize>)>,
     /// If the condition is exactly `col = value AND ...`: those pairs.
     pub equalities: Option<Vec<(String, Operand)>>,
+    /// Whether the condition holds a subquery: then whether a row matches
+    /// depends on other rows, which a concurrent writer may change between a
+    /// read of the matching rows and the write.
+    pub subquery: bool,
 }
 
 /// One write statement.
@@ -115,6 +122,9 @@ pub struct Write {
     pub kind: WriteKind,
     /// The statement has a RETURNING clause.
     pub returning: bool,
+    /// One of several statements in the text: if a later one fails, the
+    /// earlier ones may have written (SQLite runs them one by one).
+    pub script: bool,
 }
 
 /// What a write statement does to its table.
@@ -129,6 +139,9 @@ pub enum WriteKind {
         /// `ON CONFLICT DO UPDATE` / `ON DUPLICATE KEY UPDATE` / `REPLACE` /
         /// `INSERT OR REPLACE`: an existing row may change too.
         upsert: bool,
+        /// `REPLACE` / `INSERT OR REPLACE`: an existing row is deleted (its
+        /// foreign keys' `ON DELETE` actions run).
+        replace: bool,
     },
     /// `UPDATE` of one table.
     Update {
@@ -180,7 +193,10 @@ pub fn is_plain_select(sql: &str) -> bool {
             break;
         }
     }
-    rest.len() >= 6
+    // one statement only: `SELECT 1; UPDATE ...` is parsed
+    let single = !rest.trim_end().trim_end_matches(';').contains(';');
+    single
+        && rest.len() >= 6
         && rest.as_bytes()[..6].eq_ignore_ascii_case(b"select")
         && rest.as_bytes().get(6).is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
 }
@@ -212,6 +228,7 @@ pub fn analyse(sql: &str, dialect: Dialect) -> Analysis {
                     if several {
                         // the statements' rows cannot be read between them
                         w.kind = WriteKind::Whole;
+                        w.script = true;
                     }
                     w
                 }));
@@ -251,15 +268,37 @@ fn classify(statement: &Statement, ph: &Placeholders, dialect: &dyn SqlDialect) 
         Statement::Insert(ins) => insert(ins, ph),
         Statement::Update(u) => update(u, ph, dialect),
         Statement::Delete(d) => delete(d, ph, dialect),
+        Statement::Truncate(t) if matches!(t.cascade, Some(sqlparser::ast::CascadeOption::Cascade)) => {
+            Analysis::Unattributable("TRUNCATE ... CASCADE empties the tables that reference these too")
+        }
         Statement::Truncate(t) => Analysis::Writes(t.table_names.iter().filter_map(|t| whole(&t.name)).collect()),
         Statement::Drop { names, .. } => Analysis::Writes(names.iter().filter_map(whole).collect()),
         Statement::AlterTable(a) => Analysis::Writes(whole(&a.name).into_iter().collect()),
         Statement::Copy { .. } | Statement::Merge(_) | Statement::Call(_) => {
             Analysis::Unattributable("a statement whose written rows and tables are not followed")
         }
-        Statement::Explain { analyze, statement, .. } => {
-            if *analyze {
-                classify(statement, ph, dialect)
+        Statement::Explain { analyze, statement, options, .. } => {
+            // `EXPLAIN ANALYZE` and PostgreSQL's `EXPLAIN (ANALYZE)` run the statement
+            let analyze_option = options.iter().flatten().any(|o| {
+                o.name.value.eq_ignore_ascii_case("analyze")
+                    && !o.arg.as_ref().is_some_and(|a| {
+                        let a = a.to_string();
+                        a.eq_ignore_ascii_case("false") || a.eq_ignore_ascii_case("off") || a == "0"
+                    })
+            });
+            if *analyze || analyze_option {
+                match classify(statement, ph, dialect) {
+                    // its rows are not read first: the whole table
+                    Analysis::Writes(w) => Analysis::Writes(
+                        w.into_iter()
+                            .map(|mut w| {
+                                w.kind = WriteKind::Whole;
+                                w
+                            })
+                            .collect(),
+                    ),
+                    other => other,
+                }
             } else {
                 Analysis::Read
             }
@@ -346,7 +385,13 @@ fn table_name(name: &ObjectName) -> Option<TableName> {
 }
 
 fn whole(name: &ObjectName) -> Option<Write> {
-    Some(Write { table: table_name(name)?, target: name.to_string(), kind: WriteKind::Whole, returning: false })
+    Some(Write {
+        table: table_name(name)?,
+        target: name.to_string(),
+        kind: WriteKind::Whole,
+        returning: false,
+        script: false,
+    })
 }
 
 fn column_name(name: &ObjectName) -> Option<String> {
@@ -400,17 +445,23 @@ fn insert(ins: &sqlparser::ast::Insert, ph: &Placeholders) -> Analysis {
     let returning = ins.returning.is_some();
     // `ON DUPLICATE KEY UPDATE id = id` (how SeaORM says DO NOTHING on
     // MySQL) changes nothing
+    // (`new.id` of a MySQL 8 row alias `AS new` is the new value: not a no-op)
     let noop = |a: &Assignment| match (&a.target, &a.value) {
         (AssignmentTarget::ColumnName(name), Expr::Identifier(i)) => column_name(name).as_deref() == Some(&i.value),
-        (AssignmentTarget::ColumnName(name), Expr::CompoundIdentifier(parts)) => {
-            parts.last().is_some_and(|i| column_name(name).as_deref() == Some(&i.value))
-        }
+        (AssignmentTarget::ColumnName(name), Expr::CompoundIdentifier(parts)) => match parts.as_slice() {
+            [.., qualifier, column] => {
+                column_name(name).as_deref() == Some(&column.value)
+                    && qualifier.value.eq_ignore_ascii_case(&table.table)
+                    && ins.insert_alias.is_none()
+            }
+            _ => false,
+        },
         _ => false,
     };
-    let upsert = ins.replace_into
+    let replace = ins.replace_into || ins.or.is_some_and(|o| matches!(o, sqlparser::ast::SqliteOnConflict::Replace));
+    let upsert = replace
         || matches!(&ins.on, Some(OnInsert::DuplicateKeyUpdate(a)) if !a.iter().all(noop))
-        || matches!(&ins.on, Some(OnInsert::OnConflict(c)) if matches!(c.action, sqlparser::ast::OnConflictAction::DoUpdate(_)))
-        || ins.or.is_some_and(|o| matches!(o, sqlparser::ast::SqliteOnConflict::Replace));
+        || matches!(&ins.on, Some(OnInsert::OnConflict(c)) if matches!(c.action, sqlparser::ast::OnConflictAction::DoUpdate(_)));
     let columns: Vec<String> = ins.columns.iter().filter_map(column_name).collect();
     let rows = match ins.source.as_deref().map(|q| (&*q.body, q.with.is_none())) {
         Some((SetExpr::Values(values), true)) if !columns.is_empty() => values
@@ -418,12 +469,18 @@ fn insert(ins: &sqlparser::ast::Insert, ph: &Placeholders) -> Analysis {
             .iter()
             .map(|row| row.content.iter().map(|e| operand(e, ph)).collect::<Vec<_>>())
             .collect::<Vec<_>>(),
-        _ => return Analysis::Writes(vec![Write { table, target, kind: WriteKind::Whole, returning }]),
+        _ => return Analysis::Writes(vec![Write { table, target, kind: WriteKind::Whole, returning, script: false }]),
     };
     if rows.iter().any(|r| r.len() != columns.len()) {
-        return Analysis::Writes(vec![Write { table, target, kind: WriteKind::Whole, returning }]);
+        return Analysis::Writes(vec![Write { table, target, kind: WriteKind::Whole, returning, script: false }]);
     }
-    Analysis::Writes(vec![Write { table, target, kind: WriteKind::Insert { columns, rows, upsert }, returning }])
+    Analysis::Writes(vec![Write {
+        table,
+        target,
+        kind: WriteKind::Insert { columns, rows, upsert, replace },
+        returning,
+        script: false,
+    }])
 }
 
 fn update(u: &sqlparser::ast::Update, ph: &Placeholders, dialect: &dyn SqlDialect) -> Analysis {
@@ -446,13 +503,15 @@ fn update(u: &sqlparser::ast::Update, ph: &Placeholders, dialect: &dyn SqlDialec
         };
     };
     let assignments = assignments(&u.assignments, ph);
-    let kind = match (assignments, &u.from, u.limit.is_some() || !u.order_by.is_empty()) {
+    // SQLite's `UPDATE OR REPLACE` deletes the rows it conflicts with
+    let replaces = matches!(u.or, Some(sqlparser::ast::SqliteOnConflict::Replace));
+    let kind = match (assignments, &u.from, u.limit.is_some() || !u.order_by.is_empty() || replaces) {
         (Some(a), None, false) => {
             WriteKind::Update { assignments: a, filter: filter(u.selection.as_ref(), ph, dialect) }
         }
         _ => WriteKind::Whole,
     };
-    Analysis::Writes(vec![Write { table, target, kind, returning }])
+    Analysis::Writes(vec![Write { table, target, kind, returning, script: false }])
 }
 
 fn assignments(list: &[Assignment], ph: &Placeholders) -> Option<Vec<(String, Operand)>> {
@@ -477,6 +536,7 @@ fn delete(d: &sqlparser::ast::Delete, ph: &Placeholders, dialect: &dyn SqlDialec
                 target,
                 kind: WriteKind::Delete { filter: filter(d.selection.as_ref(), ph, dialect) },
                 returning,
+                script: false,
             }]),
             None => Analysis::Unattributable("a DELETE from something other than a table"),
         },
@@ -491,7 +551,32 @@ fn delete(d: &sqlparser::ast::Delete, ph: &Placeholders, dialect: &dyn SqlDialec
                     })
                     .collect()
             } else {
-                d.tables.iter().collect()
+                // `DELETE c FROM comment AS c JOIN ...`: targets may be aliases
+                let factors: Vec<&TableFactor> = from
+                    .iter()
+                    .chain(d.using.iter().flatten())
+                    .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+                    .collect();
+                d.tables
+                    .iter()
+                    .map(|target| {
+                        let single = match target.0.as_slice() {
+                            [one] => one.as_ident(),
+                            _ => None,
+                        };
+                        factors
+                            .iter()
+                            .find_map(|f| match (f, single) {
+                                (TableFactor::Table { name, alias: Some(a), .. }, Some(t))
+                                    if a.name.value.eq_ignore_ascii_case(&t.value) =>
+                                {
+                                    Some(name)
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or(target)
+                    })
+                    .collect()
             };
             Analysis::Writes(names.into_iter().filter_map(whole).collect())
         }
@@ -500,7 +585,7 @@ fn delete(d: &sqlparser::ast::Delete, ph: &Placeholders, dialect: &dyn SqlDialec
 
 fn filter(selection: Option<&Expr>, ph: &Placeholders, dialect: &dyn SqlDialect) -> Filter {
     let Some(expr) = selection else {
-        return Filter { sql: None, equalities: Some(Vec::new()) };
+        return Filter { sql: None, equalities: Some(Vec::new()), subquery: false };
     };
     let sql = if ph.unmapped {
         None
@@ -513,8 +598,20 @@ fn filter(selection: Option<&Expr>, ph: &Placeholders, dialect: &dyn SqlDialect)
     };
     let mut pairs = Vec::new();
     let equalities = equalities(expr, ph, &mut pairs).then_some(pairs);
+    let subquery = has_subquery(dialect, &expr.to_string());
     // without the parameters' positions (`sql: None`) the condition cannot be re-run
-    Filter { sql, equalities }
+    Filter { sql, equalities, subquery }
+}
+
+/// Whether a printed condition holds a `SELECT` (a subquery, `EXISTS`,
+/// `IN (SELECT ...)`); also when it cannot be tokenized.
+fn has_subquery(dialect: &dyn SqlDialect, printed: &str) -> bool {
+    match Tokenizer::new(dialect, printed).tokenize() {
+        Ok(tokens) => {
+            tokens.iter().any(|t| matches!(t, Token::Word(w) if w.keyword == sqlparser::keywords::Keyword::SELECT))
+        }
+        Err(_) => true,
+    }
 }
 
 /// The positions of the parameters of a condition printed as `printed`,
@@ -710,7 +807,7 @@ mod tests {
             r#"INSERT INTO "tag" ("id", "displayName") VALUES (?, ?), (?, 'x') ON CONFLICT ("id") DO NOTHING RETURNING "id""#,
             Dialect::Sqlite,
         );
-        let WriteKind::Insert { columns, rows, upsert } = &w[0].kind else { panic!() };
+        let WriteKind::Insert { columns, rows, upsert, .. } = &w[0].kind else { panic!() };
         assert_eq!(columns, &vec!["id".to_owned(), "displayName".to_owned()]);
         assert_eq!(rows[1], vec![Operand::Param(2), Operand::Literal(Some(matroska::Value::Str("x".into())))]);
         assert!(!upsert);
@@ -754,5 +851,77 @@ mod tests {
         assert_eq!(select_rows(Dialect::Sqlite, &w[0].target, filter, true).unwrap().0, "SELECT * FROM a");
         let w = writes("DELETE a FROM a JOIN b ON a.id = b.id", Dialect::MySql);
         assert!(matches!(w[0].kind, WriteKind::Whole));
+    }
+
+    #[test]
+    fn scripts_and_statements_that_hide_writes() {
+        // a script starting with SELECT is not a plain read
+        assert!(is_plain_select("SELECT 1;"));
+        assert!(!is_plain_select("SELECT 1; UPDATE article SET views = 0"));
+        let w = writes("SELECT 1; UPDATE article SET views = 0", Dialect::Sqlite);
+        assert_eq!(w[0].table.table, "article");
+        // TRUNCATE ... CASCADE empties referencing tables too
+        assert!(matches!(analyse("TRUNCATE article CASCADE", Dialect::Postgres), Analysis::Unattributable(_)));
+        // EXPLAIN ANALYZE runs the statement, in either spelling
+        let w = writes("EXPLAIN (ANALYZE, BUFFERS) UPDATE article SET views = 0 WHERE id = $1", Dialect::Postgres);
+        assert!(matches!(w[0].kind, WriteKind::Whole));
+        let w = writes("EXPLAIN ANALYZE DELETE FROM article", Dialect::Postgres);
+        assert!(matches!(w[0].kind, WriteKind::Whole));
+        let a = analyse("EXPLAIN (ANALYZE false) UPDATE article SET views = 0", Dialect::Postgres);
+        assert!(matches!(a, Analysis::Read | Analysis::Nothing), "{a:?}");
+        assert!(matches!(
+            analyse("EXPLAIN UPDATE article SET views = 0", Dialect::Postgres),
+            Analysis::Read | Analysis::Nothing
+        ));
+        // SQLite's UPDATE OR REPLACE deletes conflicting rows
+        let w = writes("UPDATE OR REPLACE tag SET name = ? WHERE id = ?", Dialect::Sqlite);
+        assert!(matches!(w[0].kind, WriteKind::Whole));
+        let w = writes("UPDATE OR IGNORE tag SET name = ? WHERE id = ?", Dialect::Sqlite);
+        assert!(matches!(w[0].kind, WriteKind::Update { .. }));
+    }
+
+    #[test]
+    fn aliases_and_upserts() {
+        // MySQL multi-table deletes name aliases
+        let w = writes(
+            "DELETE c FROM comment AS c JOIN article AS a ON c.article_id = a.id WHERE a.id = ?",
+            Dialect::MySql,
+        );
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].table.table, "comment");
+        assert!(matches!(w[0].kind, WriteKind::Whole));
+        let w = writes("DELETE comment, a FROM comment JOIN article a ON comment.article_id = a.id", Dialect::MySql);
+        let names: Vec<&str> = w.iter().map(|w| w.table.table.as_str()).collect();
+        assert_eq!(names, ["comment", "article"]);
+        // SeaORM's DO NOTHING on MySQL is a no-op; a row alias's value is not
+        let w = writes(
+            "INSERT INTO `a` (`id`, `b`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `a`.`id` = `a`.`id`",
+            Dialect::MySql,
+        );
+        assert!(matches!(w[0].kind, WriteKind::Insert { upsert: false, .. }));
+        let w = writes("INSERT INTO a (id, b) VALUES (?, ?) AS new ON DUPLICATE KEY UPDATE b = new.b", Dialect::MySql);
+        assert!(matches!(w[0].kind, WriteKind::Insert { upsert: true, .. }));
+        // names match without regard to case, quoted or not
+        let w = writes(r#"UPDATE "ARTICLE" SET views = 0"#, Dialect::Sqlite);
+        assert!(w[0].table.matches("article", None));
+    }
+
+    #[test]
+    fn subqueries_in_conditions() {
+        let w = writes("UPDATE article SET published = false WHERE category_id = $1", Dialect::Postgres);
+        let WriteKind::Update { filter, .. } = &w[0].kind else { panic!() };
+        assert!(!filter.subquery);
+        let w = writes(
+            "UPDATE article SET published = false WHERE author_id IN (SELECT id FROM author WHERE banned)",
+            Dialect::Postgres,
+        );
+        let WriteKind::Update { filter, .. } = &w[0].kind else { panic!() };
+        assert!(filter.subquery);
+        let w = writes(
+            "DELETE FROM article WHERE EXISTS (SELECT 1 FROM author WHERE author.id = article.author_id)",
+            Dialect::Sqlite,
+        );
+        let WriteKind::Delete { filter } = &w[0].kind else { panic!() };
+        assert!(filter.subquery);
     }
 }
