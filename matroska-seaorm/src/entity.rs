@@ -64,6 +64,32 @@ pub(crate) struct ForeignKey {
     pub(crate) columns: Vec<String>,
 }
 
+/// A foreign key of this entity declared with an action that writes its
+/// rows when the referenced row is deleted or its key changes
+/// (`on_delete`/`on_update` = `Cascade`, `SetNull` or `SetDefault`).
+#[derive(Clone, Debug)]
+pub(crate) struct Reference {
+    /// The referenced table.
+    pub(crate) table: String,
+    /// The referenced columns.
+    pub(crate) columns: Vec<String>,
+    /// This entity's columns.
+    pub(crate) own_columns: Vec<String>,
+    /// A delete of the referenced row writes (deletes or updates) rows here.
+    pub(crate) on_delete: Option<Action>,
+    /// A key change of the referenced row updates (or deletes) rows here.
+    pub(crate) on_update: Option<Action>,
+}
+
+/// What a referential action does to the referencing rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// `CASCADE`: deleted (on delete) or their key columns updated.
+    Cascade,
+    /// `SET NULL` / `SET DEFAULT`: their key columns updated.
+    Set,
+}
+
 /// The type-erased facts about one entity.
 pub(crate) struct EntityInfo {
     pub(crate) table: &'static str,
@@ -74,6 +100,8 @@ pub(crate) struct EntityInfo {
     /// Columns a scope watches.
     pub(crate) watched: BTreeSet<String>,
     pub(crate) foreign_keys: Vec<ForeignKey>,
+    /// The foreign keys with actions that write this entity's rows.
+    pub(crate) references: Vec<Reference>,
     /// Whether any list of this entity depends on a row's values (a scope
     /// with parameters, or a foreign key): then a delete must read the row.
     pub(crate) value_conditions: bool,
@@ -113,6 +141,7 @@ impl EntityInfo {
             pk,
             watched,
             foreign_keys,
+            references: references::<E>(),
             value_conditions,
             scope_columns: E::scope_columns(),
             ops: Box::new(Ops::<E>(std::marker::PhantomData)),
@@ -186,7 +215,7 @@ impl EntityInfo {
             for c in set {
                 params.insert(*c, value(c)?);
             }
-            deps.push(Dep::condition(self.table, params));
+            deps.push(Dep::condition(self.table, self.ops.normalize(params)));
         }
         for fk in &self.foreign_keys {
             let mut params = Params::new();
@@ -219,6 +248,9 @@ pub(crate) trait Row: Send {
 }
 
 trait RowOps: Send + Sync {
+    /// Scope parameters as the entity's conditions carry them
+    /// ([`Scopes::normalize`]).
+    fn normalize(&self, params: Params) -> Params;
     fn row(&self, r: &QueryResult) -> Result<Box<dyn Row>, sea_orm::DbErr>;
     fn pk_of(&self, r: &QueryResult) -> Result<Vec<SeaValue>, sea_orm::DbErr>;
     fn pk_from_id(&self, id: u64) -> Option<Vec<SeaValue>>;
@@ -228,6 +260,10 @@ trait RowOps: Send + Sync {
 struct Ops<E>(std::marker::PhantomData<fn() -> E>);
 
 impl<E: CacheEntity> RowOps for Ops<E> {
+    fn normalize(&self, params: Params) -> Params {
+        E::scopes().normalize(params)
+    }
+
     fn row(&self, r: &QueryResult) -> Result<Box<dyn Row>, sea_orm::DbErr> {
         let m = <E::Model as sea_orm::FromQueryResult>::from_query_result(r, "")?;
         Ok(Box::new(TypedRow::<E>(m)))
@@ -306,6 +342,50 @@ fn foreign_keys<E: EntityTrait>() -> Vec<ForeignKey> {
         .collect()
 }
 
+/// The `belongs_to` relations of `E` with writing referential actions.
+fn references<E: EntityTrait>() -> Vec<Reference> {
+    use sea_orm::sea_query::{ForeignKeyAction, TableRef};
+    let action = |a: &Option<ForeignKeyAction>| match a {
+        Some(ForeignKeyAction::Cascade) => Some(Action::Cascade),
+        Some(ForeignKeyAction::SetNull | ForeignKeyAction::SetDefault) => Some(Action::Set),
+        _ => None,
+    };
+    E::Relation::iter()
+        .map(|r| r.def())
+        .filter(|d| !d.is_owner)
+        .filter_map(|d| {
+            let (on_delete, on_update) = (action(&d.on_delete), action(&d.on_update));
+            if on_delete.is_none() && on_update.is_none() {
+                return None;
+            }
+            let TableRef::Table(name, _) = &d.to_tbl else { return None };
+            Some(Reference {
+                table: name.1.to_string(),
+                columns: d.to_col.iter().map(|c| c.to_string()).collect(),
+                own_columns: d.from_col.iter().map(|c| c.to_string()).collect(),
+                on_delete,
+                on_update,
+            })
+        })
+        .collect()
+}
+
+/// The registered entities whose rows a write to `table` may change through
+/// referential actions, with the reference.
+pub(crate) fn referencing(table: &str) -> Vec<(Arc<EntityInfo>, Reference)> {
+    type ByTable = HashMap<String, Vec<(Arc<EntityInfo>, Reference)>>;
+    static BY_TABLE: LazyLock<ByTable> = LazyLock::new(|| {
+        let mut map = ByTable::new();
+        for info in registry().values().flatten() {
+            for r in &info.references {
+                map.entry(r.table.to_lowercase()).or_default().push((Arc::clone(info), r.clone()));
+            }
+        }
+        map
+    });
+    BY_TABLE.get(&table.to_lowercase()).cloned().unwrap_or_default()
+}
+
 /// The relation memberships of a row: for each foreign key it holds, the
 /// condition `(table, {fk columns: values})` that a cached parent with its
 /// children depends on (see [`crate::walk`]). A key with a `NULL` part
@@ -377,10 +457,8 @@ pub(crate) fn lookup(name: &matroska_sql::TableName) -> Option<Arc<EntityInfo>> 
     let reg = registry();
     let candidates: Vec<&Arc<EntityInfo>> = match reg.get(&name.table) {
         Some(list) => list.iter().collect(),
-        None if !name.quoted => {
-            reg.iter().filter(|(t, _)| t.eq_ignore_ascii_case(&name.table)).flat_map(|(_, l)| l.iter()).collect()
-        }
-        None => Vec::new(),
+        // names are matched without regard to case, quoted or not
+        None => reg.iter().filter(|(t, _)| t.eq_ignore_ascii_case(&name.table)).flat_map(|(_, l)| l.iter()).collect(),
     };
     let matching: Vec<&Arc<EntityInfo>> =
         candidates.into_iter().filter(|i| name.matches(i.table, i.schema.as_deref())).collect();

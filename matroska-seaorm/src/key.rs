@@ -14,7 +14,9 @@ pub fn entity_name<E: EntityTrait>() -> &'static str {
 /// The primary-key dependency of a row, from its `Model` or `ModelEx`.
 ///
 /// `Dep::primary_key(table, key components)`: composite keys keep their
-/// column order; values are typed ([`to_value`](crate::key_value)).
+/// column order; values are typed ([`to_value`](crate::to_value)). A cached
+/// entry that depends on it also depends on the table's switch (the cache adds
+/// it), so writes the connection invalidates coarsely drop it too.
 pub fn pk_dep<M: ModelTrait>(model: &M) -> Dep {
     Dep::primary_key(entity_name::<M::Entity>(), model.get_primary_key_value().iter().map(key_value))
 }

@@ -69,28 +69,38 @@
 //!
 //! *Precise*: the rows' keys, the lists (scopes) of the old **and** new
 //! values of the columns they watch, the relations the rows leave and join.
-//! *Coarse*: every cached list and relation of the table (every entry whose
-//! dependencies carry the table's switch, which every helper of this crate
-//! adds). *Refused*: an error before anything is written.
+//! *Coarse*: every cached list, relation and row of the table (every entry
+//! whose dependencies carry the table's switch: the cache adds it to every
+//! entry that depends on a row of the table, and every list helper of this
+//! crate adds it). *Refused*: an error before anything is written.
 //!
 //! | write | through a `CachedDatabase` |
 //! |---|---|
 //! | `ActiveModel::insert`, `save` (new), `Entity::insert(..).exec*`, `insert_many(..).exec*` | precise (new rows from `RETURNING`, their keys, or a read by key; on MySQL a multi-row insert's keys are unknown: its lists by value are coarse, "not found" entries dropped) |
 //! | `ActiveModel::update`, `save`, `update_without_returning`, `Entity::update(..).exec*` | precise (the old row read `FOR UPDATE` first when a watched, key or foreign-key column changes) |
-//! | `update_many().col_expr(..).filter(..).exec*` | precise (the matching rows read `FOR UPDATE` first; new values from the parameters or a read by key) |
+//! | `update_many().col_expr(..).filter(..).exec*` | precise (the matching rows read `FOR UPDATE` first; new values from the parameters or a read by key); coarse as well when it changed more rows than were read (a row entered the condition meanwhile: PostgreSQL's `READ COMMITTED`) or its condition has a subquery |
 //! | `ActiveModel::delete`, `Model::delete`, `delete_by_id`, `Entity::delete(..)`, `delete_many().filter(..).exec*` | precise (the rows read first when the entity has lists by value or relations) |
 //! | upserts (`on_conflict`, `ON DUPLICATE KEY UPDATE`, `REPLACE`) | precise for the new rows, coarse for the rows they may overwrite |
+//! | rows written by the database through foreign-key actions declared on the entities (`on_delete`/`on_update` = `Cascade`, `SetNull`, `SetDefault` on a `belongs_to`) | coarse for each referencing table, down the references |
+//! | rows written by triggers, rules, or foreign-key actions the entities do not declare | not seen: declare them with [`CachedDatabaseBuilder::trigger`] (then coarse for the tables named) |
 //! | `ActiveModelEx` builders (`ActiveModel::builder()..insert/save`), `ModelEx::delete`, `cascade_delete`, junction maintenance | precise (they are the statements above, inside a transaction the connection follows) |
-//! | raw SQL (`execute_unprepared`, `execute_raw`, `query_*_raw`) that parses | as the statement kinds above; `INSERT .. SELECT`, `UPDATE .. FROM`, multi-table deletes, `TRUNCATE`, DDL, several statements in one string, writing CTEs: coarse |
-//! | `CALL`, `DO`, `MERGE`, `COPY` and other statements whose writes cannot be told | coarse for every cached entity |
+//! | raw SQL (`execute_unprepared`, `execute_raw`, `query_*_raw`) that parses | as the statement kinds above, parameters brought to their columns' types (`"1"` for an integer key is row `1`); `INSERT .. SELECT`, `UPDATE .. FROM`, multi-table deletes (aliases resolved), `TRUNCATE`, SQLite's `UPDATE OR REPLACE`, `EXPLAIN ANALYZE` of a write, DDL, several statements in one string (even when one fails half-way), writing CTEs: coarse |
+//! | `CALL`, `DO`, `MERGE`, `COPY`, `TRUNCATE .. CASCADE` and other statements whose writes cannot be told | coarse for every cached entity |
 //! | text the parser cannot read | refused ([`Refusal::Unparsed`]), or coarse for every cached entity with [`UnparsedStatements::InvalidateEverything`]; [`CachedDatabase::execute_touching`] runs it naming its tables |
 //! | `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT` as SQL text | refused ([`Refusal::TransactionControl`]) |
 //! | tables of entities without `derive(CacheEntity)` | coarse for that table |
 //! | migrations (they need the inner connection) | [`CachedDatabase::migrate`]: coarse for every cached entity after they ran |
 //! | an `ActiveModel` write through another connection while a `CachedDatabase` exists | refused by the entity's hook ([`Refusal::UncachedConnection`]; see [`allow_uncached_writes`]) |
+//! | any other write through another connection ([`CachedDatabase::inner`], a second pool, another program) | not seen: SeaORM runs no hook for them |
 //!
-//! A plain `SELECT` is never parsed. A function called from a `SELECT` that
-//! writes is not seen.
+//! A plain `SELECT` (one statement) is never parsed. A function called from
+//! a `SELECT` that writes is not seen.
+//!
+//! Scope values are compared as the cache encodes them: a column the
+//! database compares case- or accent-insensitively (MySQL's and MariaDB's
+//! default collations, SQLite `NOCASE`, PostgreSQL `citext`) must be
+//! declared `#[matroska(collated("field"))]`, which makes its lists coarse on
+//! that column (see [`matroska::Scopes::collated`]).
 //!
 //! ## Transactions
 //!
@@ -105,7 +115,15 @@
 //! it in the cache. A write whose caller stops waiting (a cancelled future)
 //! may still run: the transaction keeps a coarse invalidation for it.
 //! Outside a transaction, a write runs to completion in a task of its own,
-//! invalidation included. A write that must read rows first runs in a short
+//! invalidation included; so does the outermost commit (a request timeout
+//! that drops the future after the database committed cannot skip the
+//! invalidation). A transaction committed while a savepoint of it is still
+//! open (the driver then only releases the savepoint) hands its
+//! invalidations to that savepoint, whose end is the real one
+//! ([`Committed::Deferred`]). Values cached by hand
+//! ([`Cache::put`](matroska::Cache::put),
+//! [`put_with_ticket`](matroska::Cache::put_with_ticket)) from a task that
+//! read through a transaction still open are refused. A write that must read rows first runs in a short
 //! transaction of its own (SQLite: `BEGIN IMMEDIATE`), with `FOR UPDATE` on
 //! PostgreSQL and MySQL, so concurrent writers moving the same row are
 //! serialised and each invalidates the lists it really moved the row

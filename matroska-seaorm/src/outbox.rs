@@ -245,7 +245,7 @@ impl Outbox {
     }
 
     /// Creates the outbox table (and its index) if it does not exist, on the
-    /// plain connection. The [`migration`] module offers the same as a
+    /// plain connection. The `migration` module (feature `migration`) offers the same as a
     /// sea-orm-migration migration.
     ///
     /// # Errors

@@ -181,6 +181,36 @@ pub(crate) fn canonical_json(v: &serde_json::Value) -> String {
 ///
 /// # Errors
 /// [`Error::ValueMismatch`] when the value cannot be a value of that column.
+/// A statement parameter's canonical value as column `ty` stores it: a
+/// loosely typed parameter (`"3"` for an integer column, `1` for a boolean)
+/// is brought to the column's type, as the database converts it. `None`
+/// when it cannot be told (a value the database would convert in a way this
+/// crate does not follow).
+pub(crate) fn param_value(table: &str, column: &str, ty: &ColumnType, v: &SeaValue) -> Option<Value> {
+    let raw = to_value(v).ok()?;
+    match coerce(table, column, ty, raw.clone()) {
+        Ok(c) => Some(c),
+        // no loose form for this column type: a typed value is canonical
+        Err(Error::UnsupportedColumn { .. }) => Some(raw),
+        Err(_) => None,
+    }
+}
+
+/// A canonical value as a SeaORM value (to bind it, or to key a row).
+pub(crate) fn to_sea(v: Value) -> SeaValue {
+    match v {
+        Value::Null => SeaValue::String(None),
+        Value::Bool(b) => SeaValue::Bool(Some(b)),
+        Value::Int(i) => SeaValue::BigInt(Some(i)),
+        Value::UInt(u) => SeaValue::BigUnsigned(Some(u)),
+        Value::Float(f) => SeaValue::Double(Some(f)),
+        Value::Str(s) => SeaValue::String(Some(s)),
+        Value::Bytes(b) => SeaValue::Bytes(Some(b)),
+        // (a kind added to matroska later: its text stands for it)
+        other => SeaValue::String(Some(other.to_string())),
+    }
+}
+
 pub(crate) fn coerce(table: &str, column: &str, ty: &ColumnType, v: Value) -> Result<Value, Error> {
     let mismatch = |got: &Value| Error::ValueMismatch {
         table: table.to_owned(),

@@ -293,7 +293,13 @@ async fn someone_waits_for_a_lock(db: &sea_orm::DatabaseConnection) -> bool {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     let sql = match db.get_database_backend() {
         DbBackend::Postgres => "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-        _ => "SELECT COUNT(*) AS n FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'",
+        // a waiting locking read may not be listed in innodb_trx yet (MariaDB
+        // waits in the optimizer's `Statistics` phase): look for it running
+        _ => {
+            "SELECT (SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT') \
+             + (SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() \
+                AND id <> CONNECTION_ID() AND command IN ('Query', 'Execute') AND info LIKE '%FOR UPDATE%') AS n"
+        }
     };
     let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
     row.try_get::<i64>("", "n").unwrap() > 0

@@ -50,6 +50,7 @@ struct EntityAttrs {
     scopes: Vec<(ScopeAttr, Span)>,
     scopes_fn: Option<Path>,
     manual_behavior: bool,
+    collated: Vec<LitStr>,
 }
 
 fn string_list(input: syn::parse::ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
@@ -101,9 +102,16 @@ fn parse_entity_attrs(input: &DeriveInput) -> syn::Result<EntityAttrs> {
             } else if meta.path.is_ident("manual_behavior") {
                 out.manual_behavior = true;
                 Ok(())
+            } else if meta.path.is_ident("collated") {
+                let list = string_list(meta.input)?;
+                if list.is_empty() {
+                    return Err(meta.error("`collated(..)` needs at least one field name"));
+                }
+                out.collated.extend(list);
+                Ok(())
             } else {
                 Err(meta.error(
-                    "unknown matroska attribute; expected `scope(fields(..))`, `scope(fields(..), watch(..))`, `scopes = path` or `manual_behavior`",
+                    "unknown matroska attribute; expected `scope(fields(..))`, `scope(fields(..), watch(..))`, `collated(..)`, `scopes = path` or `manual_behavior`",
                 ))
             }
         })?;
@@ -219,6 +227,15 @@ fn expand_model(input: &DeriveInput, fields: &[syn::Field]) -> syn::Result<Token
                 },
             );
         });
+    }
+
+    if !attrs.collated.is_empty() {
+        let mut cols = Vec::new();
+        for lit in &attrs.collated {
+            let variant = column_variant(find(lit)?);
+            cols.push(quote! { ::matroska_seaorm::__private::column_name(Column::#variant) });
+        }
+        describes.push(quote! { let __s = __s.collated([#(#cols),*]); });
     }
 
     let scope_columns = if attrs.scopes_fn.is_some() {

@@ -7,6 +7,7 @@ mod stream;
 mod transaction;
 pub(crate) mod write;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -183,14 +184,24 @@ pub(crate) struct Shared {
     unparsed: UnparsedStatements,
     counters: Counters,
     pub(crate) outbox: Option<Arc<Outbox>>,
+    /// Tables that writes to a table also write (triggers), by lower-case
+    /// table name: their coarse dependencies.
+    triggers: HashMap<String, Vec<Dep>>,
 }
 
 impl Shared {
     fn plan(&self, sql: &str, backend: DbBackend) -> Result<Plan, DbErr> {
         let analysis = self.analyses.get(sql, dialect(backend));
-        match write::plan(&analysis, self.unparsed == UnparsedStatements::InvalidateEverything) {
+        let extra = |w: &matroska_sql::Write| {
+            let mut deps = write::referential(&w.table.table, &w.kind);
+            if let Some(t) = self.triggers.get(&w.table.table.to_lowercase()) {
+                deps.extend(t.iter().cloned());
+            }
+            deps
+        };
+        match write::plan(&analysis, self.unparsed == UnparsedStatements::InvalidateEverything, &extra) {
             Ok(plan) => {
-                if let Plan::Writes(ws) = &plan {
+                if let Plan::Writes(ws) | Plan::Script(ws) = &plan {
                     self.counters.writes.fetch_add(1, Ordering::Relaxed);
                     if ws.iter().any(|w| matches!(w, write::Planned::Coarse(_))) {
                         self.counters.coarse.fetch_add(1, Ordering::Relaxed);
@@ -216,6 +227,20 @@ impl Shared {
                     rt.spawn(async move { outbox.applied(id).await });
                 }
                 Err(_) => outbox.applied(id).await,
+            }
+        }
+        r
+    }
+
+    /// Invalidates what a committed transaction recorded as `intents`, then
+    /// deletes them.
+    pub(crate) async fn apply_all(&self, deps: Vec<Dep>, intents: Vec<i64>) -> Result<u64, matroska::Error> {
+        let mut intents = intents.into_iter();
+        let first = intents.next();
+        let r = self.apply(deps, first).await;
+        if r.is_ok() {
+            for id in intents {
+                self.apply(Vec::new(), Some(id)).await.ok();
             }
         }
         r
@@ -293,6 +318,7 @@ pub struct CachedDatabaseBuilder {
     unparsed: UnparsedStatements,
     analyses: u64,
     outbox: Option<OutboxConfig>,
+    triggers: HashMap<String, Vec<Dep>>,
 }
 
 impl fmt::Debug for CachedDatabaseBuilder {
@@ -312,6 +338,26 @@ impl CachedDatabaseBuilder {
     /// How many statement texts' analyses are kept (default 1024).
     pub fn analysis_cache(mut self, statements: u64) -> Self {
         self.analyses = statements.max(1);
+        self
+    }
+
+    /// Declares that every write to `table` also writes `tables` (a
+    /// trigger, a rule, a foreign-key action not declared on the entities):
+    /// they are invalidated coarsely (every cached list, relation and row of
+    /// each) after every write to `table`. Names may be schema-qualified.
+    /// Repeatable.
+    ///
+    /// Foreign-key actions declared on entities (`on_delete = "Cascade"`,
+    /// `"SetNull"`, `on_update = ...` on a `belongs_to`) need no
+    /// declaration.
+    pub fn trigger(mut self, table: &str, tables: &[&str]) -> Self {
+        let key = table.rsplit('.').next().unwrap_or(table).trim_matches(|c| c == '"' || c == '`').to_lowercase();
+        let deps = self.triggers.entry(key).or_default();
+        for t in tables {
+            deps.extend(touched(t));
+        }
+        deps.sort_unstable();
+        deps.dedup();
         self
     }
 
@@ -354,6 +400,7 @@ impl CachedDatabaseBuilder {
                 unparsed: self.unparsed,
                 counters: Counters::default(),
                 outbox,
+                triggers: self.triggers,
             }),
         })
     }
@@ -407,6 +454,7 @@ impl CachedDatabase {
                 unparsed: UnparsedStatements::default(),
                 counters: Counters::default(),
                 outbox: None,
+                triggers: HashMap::new(),
             }),
         }
     }
@@ -429,6 +477,7 @@ impl CachedDatabase {
             unparsed: UnparsedStatements::default(),
             analyses: 1024,
             outbox: None,
+            triggers: HashMap::new(),
         }
     }
 
@@ -476,20 +525,17 @@ impl CachedDatabase {
     /// # Errors
     /// The database's error.
     pub async fn execute_touching(&self, stmt: Statement, tables: &[&str]) -> Result<ExecResult, DbErr> {
-        let deps: Vec<Dep> = tables
-            .iter()
-            .flat_map(|t| {
-                write::table_switch(&matroska_sql::TableName { schema: None, table: (*t).to_owned(), quoted: true })
-            })
-            .collect();
+        let deps: Vec<Dep> = tables.iter().flat_map(|t| touched(t)).collect();
         let db = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         spawn_write(async move {
             let txn = db.begin().await?;
             let r = txn.execute_raw(stmt).await?;
             let intent = shared.record(&txn, &deps).await?;
-            sea_orm::TransactionSession::commit(txn).await?;
-            let _ = shared.apply(deps, intent).await;
+            let committed = sea_orm::TransactionSession::commit(txn).await;
+            // applied even when the commit's outcome is unknown (harmless)
+            let _ = shared.apply(deps, intent.filter(|_| committed.is_ok())).await;
+            committed?;
             Ok(r)
         })
         .await
@@ -516,8 +562,13 @@ impl CachedDatabase {
             Some(_) => {
                 let txn = self.inner.begin().await?;
                 let intent = self.shared.record(&txn, &deps).await?;
-                sea_orm::TransactionSession::commit(txn).await?;
-                intent
+                match sea_orm::TransactionSession::commit(txn).await {
+                    Ok(()) => intent,
+                    Err(e) => {
+                        let _ = self.shared.apply(deps, None).await;
+                        return Err(e);
+                    }
+                }
             }
             None => None,
         };
@@ -553,16 +604,46 @@ impl CachedDatabase {
                 let txn = db.begin_with_options(options).await?;
                 let (answer, deps) = write::run(&txn, &plan, call).await?;
                 let intent = shared.record(&txn, &deps).await?;
-                sea_orm::TransactionSession::commit(txn).await?;
+                if let Err(e) = sea_orm::TransactionSession::commit(txn).await {
+                    // the outcome of a failed COMMIT may be unknown:
+                    // invalidating is harmless (the intent, if committed,
+                    // stays for the drainer)
+                    let _ = shared.apply(deps, None).await;
+                    return Err(e);
+                }
                 (answer, deps, intent)
             } else {
-                let (answer, deps) = write::run(&db, &plan, call).await?;
-                (answer, deps, None)
+                match write::run(&db, &plan, call).await {
+                    Ok((answer, deps)) => (answer, deps, None),
+                    Err(e) => {
+                        if plan.script() {
+                            // statements before the failing one ran and
+                            // committed (SQLite runs them one by one)
+                            let _ = shared.apply(plan.coarse(), None).await;
+                        }
+                        return Err(e);
+                    }
+                }
             };
             let _ = shared.apply(deps, intent).await;
             Ok(answer)
         })
         .await
+    }
+}
+
+/// The coarse dependencies of a table named by hand (`"article"`,
+/// `"public.article"`): the registered entity's, or the table's switch.
+fn touched(name: &str) -> Vec<Dep> {
+    let (schema, table) = match name.rsplit_once('.') {
+        Some((schema, table)) => (Some(schema.trim_matches('"').to_owned()), table),
+        None => (None, name),
+    };
+    let table = table.trim_matches(|c| c == '"' || c == '`').to_owned();
+    let name = matroska_sql::TableName { schema, table, quoted: false };
+    match crate::entity::lookup(&name) {
+        Some(info) => vec![info.everything(), crate::entity::unkeyed_insert(info.table)],
+        None => write::table_switch(&name),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use matroska::Dep;
@@ -22,6 +22,32 @@ use super::{all, exec, one, Shared};
 struct Level {
     entries: Mutex<Vec<(u64, Vec<Dep>)>>,
     next: AtomicU64,
+    /// The enclosing level (`None` for the outermost transaction).
+    parent: Option<Arc<Level>>,
+    /// Savepoints opened on this level and not yet ended.
+    open_children: AtomicUsize,
+    /// Set when this level was committed while a savepoint of it was still
+    /// open: the driver then only released that savepoint, and the real end
+    /// of the transaction is the savepoint's. What this level wrote waits
+    /// here for it.
+    deferred: Mutex<Option<Deferred>>,
+}
+
+/// What a level committed before its savepoints ended hands on to them.
+#[derive(Debug, Default)]
+struct Deferred {
+    deps: Vec<Dep>,
+    intents: Vec<i64>,
+}
+
+/// Ends a savepoint's membership in its parent's open children.
+#[derive(Debug)]
+struct ChildOf(Arc<Level>);
+
+impl Drop for ChildOf {
+    fn drop(&mut self) {
+        self.0.open_children.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Level {
@@ -56,6 +82,10 @@ impl Level {
         deps
     }
 
+    fn deferred(&self) -> std::sync::MutexGuard<'_, Option<Deferred>> {
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn absorb(&self, deps: Vec<Dep>) {
         if !deps.is_empty() {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -77,8 +107,12 @@ pub struct CachedTransaction {
     inner: DatabaseTransaction,
     shared: Arc<Shared>,
     level: Arc<Level>,
-    parent: Option<Arc<Level>>,
     depth: usize,
+    /// Open while this transaction (or a savepoint of it) is: puts from
+    /// tasks that read through it are refused meanwhile.
+    token: matroska::TransactionToken,
+    /// For a savepoint: its place among the parent's open savepoints.
+    _child: Option<ChildOf>,
 }
 
 impl fmt::Debug for CachedTransaction {
@@ -104,20 +138,34 @@ pub enum Committed {
     /// A savepoint was released: the enclosing transaction invalidates at
     /// its commit.
     Released,
+    /// Committed while a savepoint of it was still open: the driver then
+    /// only releases that savepoint, and the transaction really ends with
+    /// the savepoint's commit (or rollback), which invalidates what both
+    /// wrote.
+    Deferred,
 }
 
 impl CachedTransaction {
     pub(super) fn outermost(inner: DatabaseTransaction, shared: Arc<Shared>) -> Self {
-        CachedTransaction { inner, shared, level: Arc::default(), parent: None, depth: 1 }
+        CachedTransaction {
+            inner,
+            shared,
+            level: Arc::default(),
+            depth: 1,
+            token: matroska::TransactionToken::new(),
+            _child: None,
+        }
     }
 
     fn nested(&self, inner: DatabaseTransaction) -> Self {
+        self.level.open_children.fetch_add(1, Ordering::SeqCst);
         CachedTransaction {
             inner,
             shared: Arc::clone(&self.shared),
-            level: Arc::default(),
-            parent: Some(Arc::clone(&self.level)),
+            level: Arc::new(Level { parent: Some(Arc::clone(&self.level)), ..Level::default() }),
             depth: self.depth + 1,
+            token: self.token.clone(),
+            _child: Some(ChildOf(Arc::clone(&self.level))),
         }
     }
 
@@ -137,26 +185,61 @@ impl CachedTransaction {
     /// The database's error if the commit failed (its outcome may then be
     /// unknown: the invalidation is applied anyway, which is harmless).
     pub async fn commit_with_report(self) -> Result<Committed, DbErr> {
-        let CachedTransaction { inner, shared, level, parent, .. } = self;
-        let deps = level.take();
-        if let Some(parent) = parent {
+        let CachedTransaction { inner, shared, level, token, _child, .. } = self;
+        let mut deps = level.take();
+        let mut intents = Vec::new();
+        if level.open_children.load(Ordering::SeqCst) > 0 {
+            // a savepoint of this level is still open: the driver releases
+            // it and the transaction goes on; the savepoint's end is the
+            // real one, and carries what this level wrote
+            if level.parent.is_none() {
+                intents.extend(shared.record(&inner, &deps).await?);
+            }
+            *level.deferred() = Some(Deferred { deps, intents });
             inner.commit().await?;
+            return Ok(Committed::Deferred);
+        }
+        // the levels above that committed before this one take effect now
+        let mut parent = level.parent.clone();
+        while let Some(p) = parent.clone() {
+            let Some(d) = p.deferred().take() else { break };
+            deps.extend(d.deps);
+            intents.extend(d.intents);
+            parent = p.parent.clone();
+        }
+        if let Some(parent) = parent {
+            // a savepoint: the enclosing transaction invalidates at its
+            // commit (handed over first: a caller that stops waiting
+            // during the release loses nothing)
             parent.absorb(deps);
+            inner.commit().await?;
             return Ok(Committed::Released);
         }
-        let intent = shared.record(&inner, &deps).await?;
-        let committed = inner.commit().await;
-        let invalidated = shared.apply(deps, intent.filter(|_| committed.is_ok())).await;
-        committed?;
-        Ok(match invalidated {
-            Ok(dropped) => Committed::Invalidated { dropped },
-            Err(e) => Committed::Pending(e),
+        deps.sort_unstable();
+        deps.dedup();
+        // the outermost commit: record, commit and invalidate in a task of
+        // their own, so that a caller that stops waiting (a request timeout)
+        // cannot leave the commit done and the invalidation undone
+        super::spawn_write(async move {
+            let _token = token;
+            intents.extend(shared.record(&inner, &deps).await?);
+            let committed = inner.commit().await;
+            // applied even when the commit's outcome is unknown (harmless);
+            // the intents stay for the drainer unless the commit succeeded
+            let keep = if committed.is_ok() { intents } else { Vec::new() };
+            let invalidated = shared.apply_all(deps, keep).await;
+            committed?;
+            Ok(match invalidated {
+                Ok(dropped) => Committed::Invalidated { dropped },
+                Err(e) => Committed::Pending(e),
+            })
         })
+        .await
     }
 
     async fn call(&self, call: Call) -> Result<Answer, DbErr> {
         // whatever a loader reads here may be uncommitted (or an old snapshot)
-        matroska::mark_uncacheable("read inside a database transaction");
+        matroska::read_in_transaction(&self.token, "read inside a database transaction");
         let plan = self.shared.plan(call.sql(), self.get_database_backend())?;
         if matches!(plan, Plan::Plain) {
             return call.run(&self.inner).await;
@@ -167,7 +250,13 @@ impl CachedTransaction {
                 self.level.settle(id, deps);
                 Ok(answer)
             }
+            Err(e) if plan.script() => {
+                // several statements: those before the failing one may
+                // have written, and stay in the transaction
+                Err(e)
+            }
             Err(e) => {
+                // one statement fails whole: it changed nothing
                 self.level.cancel(id);
                 Err(e)
             }
@@ -204,6 +293,8 @@ impl TransactionSession for CachedTransaction {
     async fn rollback(self) -> Result<(), DbErr> {
         let CachedTransaction { inner, level, .. } = self;
         drop(level.take());
+        // levels above that committed before this savepoint (`Deferred`):
+        // the driver now rolls back the real transaction, theirs included
         inner.rollback().await
     }
 }
@@ -297,7 +388,7 @@ impl sea_orm::StreamTrait for CachedTransaction {
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
-            matroska::mark_uncacheable("read inside a database transaction");
+            matroska::read_in_transaction(&self.token, "read inside a database transaction");
             let backend = ConnectionTrait::get_database_backend(&self.inner);
             if matches!(self.shared.plan(&stmt.sql, backend)?, Plan::Plain) {
                 return Ok(CachedStream::Inner(sea_orm::StreamTrait::stream_raw(&self.inner, stmt).await?));

@@ -76,6 +76,9 @@ pub(crate) enum Plan {
     Plain,
     /// Writes: each either precise (an entity's rows) or coarse.
     Writes(Vec<Planned>),
+    /// Several statements in one text, each coarse: if one fails, those
+    /// before it may have written.
+    Script(Vec<Planned>),
 }
 
 pub(crate) enum Planned {
@@ -92,7 +95,7 @@ impl Plan {
     /// transaction of its own when it is not in one already).
     pub(crate) fn reads_first(&self, values: &[SeaValue]) -> bool {
         match self {
-            Plan::Plain => false,
+            Plan::Plain | Plan::Script(_) => false,
             Plan::Writes(ws) => ws.iter().any(|w| match w {
                 Planned::Coarse(_) => false,
                 Planned::Precise { info, write } => pre_select_needed(info, write, values),
@@ -105,7 +108,7 @@ impl Plan {
     pub(crate) fn coarse(&self) -> Vec<Dep> {
         match self {
             Plan::Plain => Vec::new(),
-            Plan::Writes(ws) => ws
+            Plan::Writes(ws) | Plan::Script(ws) => ws
                 .iter()
                 .flat_map(|w| match w {
                     Planned::Coarse(d) => d.clone(),
@@ -116,42 +119,112 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Whether the text holds several statements.
+    pub(crate) fn script(&self) -> bool {
+        matches!(self, Plan::Script(_))
+    }
+}
+
 /// The coarse dependencies of a table no registered entity has.
 pub(crate) fn table_switch(name: &statement::TableName) -> Vec<Dep> {
-    let table = if name.quoted { name.table.clone() } else { name.table.to_lowercase() };
+    // names are matched without regard to case (see `TableName::matches`)
+    let table = name.table.to_lowercase();
     let mut deps = vec![Dep::invalidate_all(&table), unkeyed_insert(&table)];
     if table != name.table {
         deps.push(Dep::invalidate_all(&name.table));
+        deps.push(unkeyed_insert(&name.table));
     }
     deps
 }
 
-/// Turns an analysis into a plan, or a refusal.
-pub(crate) fn plan(analysis: &Analysis, unparsed_coarse: bool) -> Result<Plan, Refused> {
+/// What a write to `table` changes in other tables through the referential
+/// actions declared on registered entities (`on_delete`/`on_update` =
+/// `Cascade`, `SetNull`, `SetDefault`): every cached list, relation and row
+/// of each referencing entity whose rows it may delete or update, and so on
+/// down the references.
+pub(crate) fn referential(table: &str, kind: &WriteKind) -> Vec<Dep> {
+    /// Which key columns of a table's rows a write may change.
+    #[derive(Clone)]
+    enum Changed {
+        No,
+        Any,
+        Columns(Vec<String>),
+    }
+    let start = match kind {
+        WriteKind::Delete { .. } | WriteKind::Insert { replace: true, .. } => (true, Changed::No),
+        WriteKind::Whole => (true, Changed::Any),
+        WriteKind::Update { assignments, .. } => {
+            (false, Changed::Columns(assignments.iter().map(|(c, _)| c.clone()).collect()))
+        }
+        WriteKind::Insert { .. } => return Vec::new(),
+    };
+    let mut deps = Vec::new();
+    let mut seen: BTreeSet<(String, bool)> = BTreeSet::new();
+    let mut work = vec![(table.to_lowercase(), start.0, start.1)];
+    while let Some((t, deletes, changed)) = work.pop() {
+        if !seen.insert((t.clone(), deletes)) {
+            continue;
+        }
+        for (child, r) in entity::referencing(&t) {
+            let by_delete = if deletes { r.on_delete } else { None };
+            let key_changed = match &changed {
+                Changed::No => false,
+                Changed::Any => true,
+                Changed::Columns(cols) => cols.iter().any(|c| r.columns.iter().any(|k| k.eq_ignore_ascii_case(c))),
+            };
+            let by_update = if key_changed { r.on_update } else { None };
+            if by_delete.is_none() && by_update.is_none() {
+                continue;
+            }
+            deps.push(child.everything());
+            // the referencing rows are deleted, or their key columns change
+            let child_deletes = by_delete == Some(entity::Action::Cascade);
+            work.push((child.table.to_lowercase(), child_deletes, Changed::Columns(r.own_columns.clone())));
+        }
+    }
+    deps.sort_unstable();
+    deps.dedup();
+    deps
+}
+
+/// Turns an analysis into a plan, or a refusal. `extra` gives what a write
+/// also changes elsewhere (referential actions, declared triggers).
+pub(crate) fn plan(
+    analysis: &Analysis,
+    unparsed_coarse: bool,
+    extra: &dyn Fn(&Write) -> Vec<Dep>,
+) -> Result<Plan, Refused> {
     match analysis {
         Analysis::Read | Analysis::Nothing => Ok(Plan::Plain),
         Analysis::Control(what) => Err(Refused::Control(what)),
         Analysis::Unparsed(msg) if !unparsed_coarse => Err(Refused::Unparsed(msg.clone())),
         Analysis::Unparsed(why) => {
             warn!(reason = %why, "unparsed statement: invalidating every cached entity after it");
-            Ok(Plan::Writes(vec![Planned::Coarse(entity::every_entity())]))
+            Ok(Plan::Script(vec![Planned::Coarse(entity::every_entity())]))
         }
         Analysis::Unattributable(why) => {
+            // (a procedure that fails half-way may have written: a script)
             tracing::debug!(reason = why, "invalidating every cached entity after this statement");
-            Ok(Plan::Writes(vec![Planned::Coarse(entity::every_entity())]))
+            Ok(Plan::Script(vec![Planned::Coarse(entity::every_entity())]))
         }
-        Analysis::Writes(writes) => Ok(Plan::Writes(
-            writes
-                .iter()
-                .map(|w| match (entity::lookup(&w.table), &w.kind) {
+        Analysis::Writes(writes) => {
+            let mut planned = Vec::with_capacity(writes.len());
+            for w in writes {
+                planned.push(match (entity::lookup(&w.table), &w.kind) {
                     (Some(info), WriteKind::Whole) => {
                         Planned::Coarse(vec![info.everything(), unkeyed_insert(info.table)])
                     }
                     (Some(info), _) => Planned::Precise { info, write: w.clone() },
                     (None, _) => Planned::Coarse(table_switch(&w.table)),
-                })
-                .collect(),
-        )),
+                });
+                let also = extra(w);
+                if !also.is_empty() {
+                    planned.push(Planned::Coarse(also));
+                }
+            }
+            Ok(if writes.iter().any(|w| w.script) { Plan::Script(planned) } else { Plan::Writes(planned) })
+        }
     }
 }
 
@@ -173,7 +246,12 @@ fn keys_from_filter(info: &EntityInfo, filter: &Filter, values: &[SeaValue]) -> 
         let name = info.columns[i].name;
         let (_, operand) = eqs.iter().find(|(c, _)| info.column(c) == Some(i) || c == name)?;
         match operand {
-            Operand::Param(p) => key.push(values.get(*p)?.clone()),
+            // as the column stores it: a key given as `"1"` is the row `1`
+            Operand::Param(p) => {
+                let c = &info.columns[i];
+                let v = crate::value::param_value(info.table, c.name, &c.ty, values.get(*p)?)?;
+                key.push(crate::value::to_sea(v));
+            }
             _ => return None,
         }
     }
@@ -202,8 +280,26 @@ fn pre_select_needed(info: &EntityInfo, write: &Write, values: &[SeaValue]) -> b
 struct Before {
     rows: Vec<Box<dyn Row>>,
     /// Whether they were read (or not needed).
-    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     read: bool,
+}
+
+impl Before {
+    /// Whether the statement may have changed rows the read did not see:
+    /// it changed more rows than were read (a row entered its condition
+    /// between the read and the write: PostgreSQL's READ COMMITTED
+    /// re-evaluates the condition, and a locking read does not block
+    /// inserts or moves into it), or its condition has a subquery (whether
+    /// a row matches depends on other rows, which are not locked).
+    fn missed_rows(&self, filter: &Filter, answer: &Answer) -> bool {
+        if !self.read {
+            return false;
+        }
+        let changed = match answer {
+            Answer::Exec(r) => r.rows_affected(),
+            other => other.rows().len() as u64,
+        };
+        filter.subquery || changed > self.rows.len() as u64
+    }
 }
 
 async fn read_rows<C: ConnectionTrait>(db: &C, info: &EntityInfo, stmt: Statement) -> Result<Vec<Box<dyn Row>>, DbErr> {
@@ -254,8 +350,9 @@ async fn before<C: ConnectionTrait>(
 /// dependencies to invalidate once the write is committed.
 pub(crate) async fn run<C: ConnectionTrait>(db: &C, plan: &Plan, call: Call) -> Result<(Answer, Vec<Dep>), DbErr> {
     let backend = db.get_database_backend();
-    let Plan::Writes(writes) = plan else {
-        return Ok((call.run(db).await?, Vec::new()));
+    let writes = match plan {
+        Plan::Plain => return Ok((call.run(db).await?, Vec::new())),
+        Plan::Writes(w) | Plan::Script(w) => w,
     };
     let values: Vec<SeaValue> = call.values().to_vec();
     // before: read the rows whose old values matter
@@ -319,7 +416,7 @@ async fn after<C: ConnectionTrait>(
     let returned = answer.rows();
     match &write.kind {
         WriteKind::Whole => Ok(vec![info.everything(), unkeyed_insert(info.table)]),
-        WriteKind::Insert { columns, rows, upsert } => {
+        WriteKind::Insert { columns, rows, upsert, .. } => {
             let mut deps = Vec::new();
             if *upsert {
                 // an existing row may have changed: its old values are unknown
@@ -344,7 +441,11 @@ async fn after<C: ConnectionTrait>(
                             .map(|&i| {
                                 let pos = columns.iter().position(|c| info.column(c) == Some(i))?;
                                 match row.get(pos)? {
-                                    Operand::Param(p) => values.get(*p).cloned(),
+                                    Operand::Param(p) => {
+                                        let c = &info.columns[i];
+                                        crate::value::param_value(info.table, c.name, &c.ty, values.get(*p)?)
+                                            .map(crate::value::to_sea)
+                                    }
                                     _ => None,
                                 }
                             })
@@ -394,6 +495,13 @@ async fn after<C: ConnectionTrait>(
         WriteKind::Update { assignments, filter } => {
             let changed = changed_columns(info, assignments);
             let moves = changed.iter().any(|c| info.moves_rows(c));
+            if before.missed_rows(filter, answer) {
+                // rows it changed were not read: their old values are unknown
+                let mut deps = vec![info.everything()];
+                deps.extend(row_deps(&before.rows, Some(&changed))?);
+                deps.extend(returned.iter().filter_map(|r| info.pk_of(r).ok()).map(|k| info.pk_dep(&k)));
+                return Ok(deps);
+            }
             if !moves {
                 // only the rows' own keys
                 if let Some(key) = keys_from_filter(info, filter, values) {
@@ -431,6 +539,11 @@ async fn after<C: ConnectionTrait>(
             Ok(deps)
         }
         WriteKind::Delete { filter } => {
+            if before.missed_rows(filter, answer) {
+                let mut deps = vec![info.everything()];
+                deps.extend(row_deps(&before.rows, None)?);
+                return Ok(deps);
+            }
             if !info.value_conditions {
                 if let Some(key) = keys_from_filter(info, filter, values) {
                     let mut deps = vec![info.pk_dep(&key)];
@@ -455,7 +568,7 @@ fn inserted_value(
     let i = info.column(c)?;
     let pos = columns.iter().position(|name| info.column(name) == Some(i))?;
     match row.get(pos)? {
-        Operand::Param(p) => crate::value::to_value(values.get(*p)?).ok(),
+        Operand::Param(p) => crate::value::param_value(info.table, c, &info.columns[i].ty, values.get(*p)?),
         Operand::Literal(Some(v)) => crate::value::coerce(info.table, c, &info.columns[i].ty, v.clone()).ok(),
         _ => None,
     }

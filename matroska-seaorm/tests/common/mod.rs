@@ -161,6 +161,8 @@ pub mod product {
     #[sea_orm(table_name = "product", rename_all = "camelCase")]
     #[matroska(scope(fields("type_")))]
     #[matroska(scope(fields("in_stock"), watch("price_cents")))]
+    // MySQL/MariaDB compare `type` case-insensitively (their default collations)
+    #[matroska(collated("type_"))]
     pub struct Model {
         #[sea_orm(primary_key)]
         pub id: i32,
