@@ -213,6 +213,49 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Values you cache by hand (`Cache::lookup`, a read, `put_with_ticket`)
+//! from a task that read through a transaction still open are refused
+//! ([`matroska::PutOutcome::Refused`]): what it read may never be committed.
+//!
+//! # Writes the database makes by itself
+//!
+//! Foreign keys declared with an action on the entity are followed: deleting
+//! a post whose replies say
+//! `#[sea_orm(belongs_to, from = "post_id", to = "id", on_delete = "Cascade")]`
+//! drops every cached list, relation and row of replies (coarse: the rows the
+//! database deleted are not read). Triggers, rules and actions declared only
+//! in the schema are invisible to the connection: declare them once.
+//!
+//! ```
+//! # include!("../doc/blog.rs");
+//! # use matroska::{Cache, MemoryBackend};
+//! # use matroska_seaorm::CachedDatabase;
+//! # type E = Box<dyn std::error::Error + Send + Sync>;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), E> {
+//! # let cache = Cache::new(MemoryBackend::new());
+//! // a trigger on `article_tag` updates a counter in `tag`
+//! let db = CachedDatabase::builder(blog().await?, cache.clone()).trigger("article_tag", &["tag"]).build()?;
+//! # let _ = db;
+//! # Ok(()) }
+//! ```
+//!
+//! # Case-insensitive columns
+//!
+//! MySQL's and MariaDB's default collations compare text without regard to
+//! case (and accents, and trailing spaces): `WHERE type = 'tool'` also
+//! matches `Tool`. The cache compares values exactly, so a list filtered by
+//! such a column must say so, or a row of type `Tool` would not invalidate
+//! the list of `tool`:
+//!
+//! ```text
+//! #[matroska(scope(fields("type_")))]
+//! #[matroska(collated("type_"))]   // lists filtered by `type` are coarse on it
+//! ```
+//!
+//! The same holds for SQLite `COLLATE NOCASE` and PostgreSQL `citext` or
+//! nondeterministic collations.
+//!
 //! # Scope mistakes: development and release builds
 //!
 //! Asking for a condition no scope describes (a list filtered by `views`,

@@ -189,6 +189,7 @@ pub use matroska;
 /// #[matroska(scope(fields("published", "category_id")))]   // a list filtered by these fields; repeatable
 /// #[matroska(scope(fields("category_id"), watch("price")))] // ... whose order or cut also depends on `price` (top-N)
 /// #[matroska(scopes = path::to::fn)]                       // fn() -> matroska::Scopes<Model>, extended by scope(..)
+/// #[matroska(collated("type_"))]                         // compared by a case-insensitive collation: lists coarse on it
 /// #[matroska(manual_behavior)]                             // do not implement ActiveModelBehavior
 /// ```
 ///
