@@ -365,24 +365,47 @@ async fn bench(
     for (name, cache) in caches {
         writes(label, name, db, cache).await?;
     }
+    // six processes starting: three with an empty outbox, three with 10,000 intents
+    let mut fresh = Vec::new();
+    for _ in 0..6 {
+        fresh.push(Cache::new(matroska::MemoryBackend::new()));
+    }
+    recovery(label, "memory", db, fresh).await?;
+    if let Some(url) = redis_url {
+        let mut fresh = Vec::new();
+        for _ in 0..6 {
+            let backend =
+                matroska::RedisBackend::builder(url).build().await.map_err(|e| BenchError::Redis(e.to_string()))?;
+            let cache = Cache::builder().backend(backend).prefix(format!("bench-{}", std::process::id()));
+            fresh.push(cache.build().map_err(|e| BenchError::Redis(e.to_string()))?);
+        }
+        recovery(label, "redis", db, fresh).await?;
+    }
     Ok(())
 }
 
 /// The cost of the connection-level integration: the same statements through
-/// the plain `DatabaseConnection` and through a `CachedDatabase`, in
-/// interleaved rounds (medians).
+/// the plain `DatabaseConnection`, through a `CachedDatabase`, and through a
+/// `CachedDatabase` with an outbox, in interleaved rounds (medians).
 async fn writes(label: &str, name: &str, db: &DatabaseConnection, cache: &Cache) -> Result<(), BenchError> {
-    use matroska_seaorm::CachedDatabase;
+    use matroska_seaorm::{CachedDatabase, OutboxConfig};
     use sea_orm::TransactionTrait;
 
     let cached = CachedDatabase::new(db.clone(), cache.clone());
+    let table = "bench_outbox";
+    matroska_seaorm::outbox::create_table(db, table).await?;
+    let outboxed = CachedDatabase::builder(db.clone(), cache.clone())
+        .outbox(OutboxConfig::new().table(table).drainer(false))
+        .build()
+        .map_err(BenchError::Seaorm)?;
     let row = article::Entity::find_by_id(1).one(db).await?.expect("row 1");
     let other = article::Entity::find_by_id(2).one(db).await?.expect("row 2");
     let (row, other) = (&row, &other);
-    let mut t: [Vec<f64>; 10] = Default::default();
+    let mut t: [Vec<f64>; 15] = Default::default();
     for _ in 0..ROUNDS {
         let mut k = 0;
-        macro_rules! pair {
+        // the same body on the three connections, one after the other
+        macro_rules! three {
             ($n:expr, |$c:ident, $i:ident| $body:expr) => {{
                 let plain = micros(
                     time($n, |$i| {
@@ -398,28 +421,36 @@ async fn writes(label: &str, name: &str, db: &DatabaseConnection, cache: &Cache)
                     })
                     .await,
                 );
+                let with_outbox = micros(
+                    time($n, |$i| {
+                        let $c = &outboxed;
+                        async move { $body }
+                    })
+                    .await,
+                );
                 t[k].push(plain);
                 t[k + 1].push(via);
-                k += 2;
+                t[k + 2].push(with_outbox);
+                k += 3;
             }};
         }
-        pair!(300, |c, _i| {
+        three!(300, |c, _i| {
             article::Entity::find_by_id(1).one(c).await.expect("read");
         });
-        pair!(100, |c, _i| {
+        three!(100, |c, _i| {
             query_on(c).await.expect("list");
         });
-        pair!(200, |c, i| {
+        three!(200, |c, i| {
             let mut a: article::ActiveModel = row.clone().into();
             a.views = Set(i as i32);
             a.update(c).await.expect("update");
         });
-        pair!(200, |c, i| {
+        three!(200, |c, i| {
             let mut a: article::ActiveModel = row.clone().into();
             a.category_id = Set(1 + (i as i32 % 2) * 2);
             a.update(c).await.expect("update");
         });
-        pair!(100, |c, i| {
+        three!(100, |c, i| {
             let (a1, a2) = (row.clone(), other.clone());
             c.transaction::<_, (), DbErr>(move |txn| {
                 Box::pin(async move {
@@ -445,14 +476,84 @@ async fn writes(label: &str, name: &str, db: &DatabaseConnection, cache: &Cache)
         "committed 2-write transaction",
     ];
     for (j, what) in names.iter().enumerate() {
-        let plain = median(&mut t[2 * j]);
-        let via = median(&mut t[2 * j + 1]);
+        let plain = median(&mut t[3 * j]);
+        let via = median(&mut t[3 * j + 1]);
+        let with_outbox = median(&mut t[3 * j + 2]);
         println!(
-            "{label}: {what:<30} ({name:<6}): plain {plain:>8.1}µs  cached {via:>8.1}µs  ({:+.1}%, {:+.1}µs)",
+            "{label}: {what:<30} ({name:<6}): plain {plain:>8.1}µs  cached {via:>8.1}µs ({:+6.1}%)  cached+outbox {with_outbox:>8.1}µs ({:+6.1}% vs plain, {:+6.1}% vs cached)",
             (via / plain - 1.0) * 100.0,
-            via - plain
+            (with_outbox / plain - 1.0) * 100.0,
+            (with_outbox / via - 1.0) * 100.0,
         );
     }
+    Ok(())
+}
+
+/// How long the first read of a process takes when the outbox holds
+/// `pending` intents (each with three dependencies): the cache applies them
+/// all before it serves it. Against the same first read with an empty
+/// outbox, in alternating rounds (medians).
+async fn recovery(label: &str, name: &str, db: &DatabaseConnection, mut fresh: Vec<Cache>) -> Result<(), BenchError> {
+    use matroska_seaorm::{CachedDatabase, OutboxConfig};
+
+    const PENDING: usize = 10_000;
+    let table = "bench_outbox_recovery";
+    matroska_seaorm::outbox::create_table(db, table).await?;
+    let (mut empty_t, mut full_t) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        for pending in [0, PENDING] {
+            db.execute_unprepared(&format!("DELETE FROM {table}")).await?;
+            let mut i = 0;
+            while i < pending {
+                let rows: Vec<String> = (i..Ord::min(i + 500, pending))
+                    .map(|k| {
+                        let deps = matroska_sql::outbox::encode(&[
+                            matroska::Dep::id("bench_article", k),
+                            matroska::Dep::id("bench_author", k % 10),
+                            matroska::Dep::tag(format!("bench_article:list:{}", k % 7)),
+                        ]);
+                        format!("('{}', 0, 0, 0, false)", deps.replace('\'', "''"))
+                    })
+                    .collect();
+                db.execute_unprepared(&format!(
+                    "INSERT INTO {table} (deps, created_at, next_attempt_at, attempts, dead) VALUES {}",
+                    rows.join(", ")
+                ))
+                .await?;
+                i += 500;
+            }
+            // a process starting: a new cache, a new connection with the outbox
+            let cache = fresh.pop().expect("a fresh cache per round");
+            let _db = CachedDatabase::builder(db.clone(), cache.clone())
+                .outbox(OutboxConfig::new().table(table).drainer(false))
+                .build()
+                .map_err(BenchError::Seaorm)?;
+            let start = Instant::now();
+            let _: Option<Vec<Item>> = cache.get("first read").await?;
+            let took = micros(start.elapsed());
+            let left = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    format!("SELECT COUNT(*) AS n FROM {table}"),
+                ))
+                .await?
+                .and_then(|r| r.try_get::<i64>("", "n").ok())
+                .unwrap_or(-1);
+            assert_eq!(left, 0, "recovery left intents behind");
+            if pending == 0 {
+                empty_t.push(took)
+            } else {
+                full_t.push(took)
+            }
+        }
+    }
+    let (empty, full) = (median(&mut empty_t), median(&mut full_t));
+    println!(
+        "{label}: first read after start-up ({name:<6}): empty outbox {:>9.1}ms  {PENDING} pending intents {:>9.1}ms  (+{:.1}ms)",
+        empty / 1000.0,
+        full / 1000.0,
+        (full - empty) / 1000.0
+    );
     Ok(())
 }
 
