@@ -285,3 +285,31 @@ db_test!(statement_counts_are_what_diesel_returns, |db, cache| {
     assert_eq!(n, 0);
     assert!(dropped(cache).await.is_empty(), "nothing changed, nothing dropped");
 });
+
+/// The keys matroska-seaorm gives the same table, key and values (entity
+/// name = table name, canonical values), so one cache serves both.
+#[test]
+fn dependency_keys_are_matroska_seaorms() {
+    use matroska::{params, Dep, Value};
+    assert_eq!(matroska_diesel::pk_dep_of::<Article>(1), Dep::primary_key("articles", [Value::Int(1)]));
+    assert_eq!(
+        matroska_diesel::pk_dep_of::<ArticleTag>((7, 3)),
+        Dep::primary_key("article_tags", [Value::Int(7), Value::Int(3)])
+    );
+    let link = ArticleTag { article_id: 7, tag_id: 3 };
+    assert_eq!(matroska_diesel::pk_dep(&link), matroska_diesel::pk_dep_of::<ArticleTag>((7, 3)));
+    let deps =
+        matroska_diesel::list::<Article>().eq(articles::published, true).eq(articles::category_id, 2).deps().unwrap();
+    assert_eq!(deps[0], Dep::condition("articles", params! { "published" => true, "category_id" => 2 }));
+    assert_eq!(deps[1], Dep::invalidate_all("articles"));
+    // loosely typed values meet typed ones, as in matroska-seaorm
+    let loose = matroska_diesel::list_deps::<Article>(params! { "published" => 1, "category_id" => "2" }).unwrap();
+    assert_eq!(loose, deps);
+    assert_eq!(
+        matroska_diesel::not_found::<Article>(9)[1],
+        Dep::id("matroska-seaorm:unkeyed-insert", "articles"),
+        "the same unkeyed-insert dependency"
+    );
+    // a list no scope describes is an error in development mode
+    assert!(matroska_diesel::list::<Article>().eq(articles::views, 3).deps().is_err());
+}

@@ -202,6 +202,16 @@ where
     pub(super) async fn run(&mut self, raw: Raw<C::Backend>, want: Want) -> QueryResult<Answer<<C as RowOf>::R>> {
         self.recover().await?;
         let plan = self.shared.plan(&raw.sql, <C::Backend as CacheBackend>::DIALECT)?;
+        self.run_planned(plan, raw, want).await
+    }
+
+    /// Runs a statement whose plan is made.
+    pub(super) async fn run_planned(
+        &mut self,
+        plan: Plan,
+        raw: Raw<C::Backend>,
+        want: Want,
+    ) -> QueryResult<Answer<<C as RowOf>::R>> {
         let in_transaction = self.levels.depth() > 0;
         if in_transaction {
             // whatever a loader reads here may be uncommitted (or an old snapshot)
@@ -448,7 +458,17 @@ where
     {
         let raw = Raw::capture(&source.as_query());
         async move {
-            match self.run(raw?, Want::Rows).await? {
+            let raw = raw?;
+            self.recover().await?;
+            let plan = self.shared.plan(&raw.sql, <C::Backend as CacheBackend>::DIALECT)?;
+            if matches!(plan, Plan::Plain) {
+                if self.levels.depth() > 0 {
+                    matroska::mark_uncacheable("read inside a database transaction");
+                }
+                // a read streams from the wrapped connection
+                return Ok(self.inner.load(raw).await?.boxed());
+            }
+            match self.run_planned(plan, raw, Want::Rows).await? {
                 Answer::Rows(rows) => Ok(futures_util::stream::iter(rows.into_iter().map(Ok)).boxed()),
                 _ => Ok(futures_util::stream::empty().boxed()),
             }
