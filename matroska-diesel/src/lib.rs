@@ -75,7 +75,7 @@
 //! | `transaction(..)`, nested `transaction` (savepoints), `begin_test_transaction`, `test_transaction` | followed: invalidated after the outermost commit; rolled-back savepoints, rollbacks, errors, panics, test transactions invalidate nothing of theirs |
 //! | tables of no model with `derive(CacheModel)` | coarse for that table |
 //! | a write whose caller stops waiting (a dropped future) | coarse, from a task of its own, at once and once more a second later; inside a transaction, kept for its commit |
-//! | the wrapped connection ([`CachedConnection::inner`]), or any connection or pool not wrapped | **not seen**: the application invalidates (migrations: [`CachedDatabase`]'s cache `clear`, or `entity_dep`) |
+//! | the wrapped connection ([`CachedConnection::inner`]), or any connection or pool not wrapped | **not seen**: the application invalidates what they changed (`Cache::clear`, or [`entity_dep`] of each table) |
 //!
 //! A plain `SELECT` is never parsed. A function called from a `SELECT` that
 //! writes is not seen. MySQL/MariaDB is not supported: the precise paths
