@@ -4,12 +4,19 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A monotonic time source.
+/// A time source: monotonic instants, and wall-clock time for what several
+/// processes compare (when a shared entry stops being fresh).
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current instant.
     fn now(&self) -> Instant;
+
+    /// Wall-clock time in milliseconds since the Unix epoch (the system
+    /// clock by default).
+    fn unix_millis(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 /// The real monotonic clock ([`Instant::now`]).
@@ -37,13 +44,18 @@ impl Clock for SystemClock {
 #[derive(Clone, Debug)]
 pub struct MockClock {
     base: Instant,
+    base_unix_millis: u64,
     offset_nanos: Arc<AtomicU64>,
 }
 
 impl MockClock {
     /// A clock stopped at the current instant.
     pub fn new() -> Self {
-        MockClock { base: Instant::now(), offset_nanos: Arc::new(AtomicU64::new(0)) }
+        MockClock {
+            base: Instant::now(),
+            base_unix_millis: SystemClock.unix_millis(),
+            offset_nanos: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Moves the clock forward.
@@ -62,5 +74,9 @@ impl Default for MockClock {
 impl Clock for MockClock {
     fn now(&self) -> Instant {
         self.base + Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))
+    }
+
+    fn unix_millis(&self) -> u64 {
+        self.base_unix_millis.saturating_add(self.offset_nanos.load(Ordering::SeqCst) / 1_000_000)
     }
 }

@@ -63,8 +63,13 @@ impl Codec for Json {
 }
 
 const MAGIC: u8 = 0xA7;
-/// The envelope format version written by this crate.
+/// The envelope format version written by this crate for entries without a
+/// freshness deadline (readable by every release).
 pub const FORMAT_VERSION: u8 = 1;
+/// The envelope format version of entries with a freshness deadline
+/// (stale-while-revalidate, stale-on-error): version 1 with the deadline,
+/// in milliseconds since the Unix epoch, after the header.
+pub const FORMAT_VERSION_FRESHNESS: u8 = 2;
 const KIND_CODEC: u8 = 0;
 const KIND_STR: u8 = 1;
 const KIND_BYTES: u8 = 2;
@@ -78,6 +83,9 @@ pub(crate) enum DecodeFailure {
 
 /// An opened envelope: its dependencies (parsed on demand) and its payload.
 pub(crate) struct Envelope<'a> {
+    /// When the entry stops being fresh (ms since the Unix epoch), 0 for
+    /// never before it expires.
+    fresh_until: u64,
     deps_count: usize,
     deps_raw: &'a [u8],
     kind: u8,
@@ -85,10 +93,20 @@ pub(crate) struct Envelope<'a> {
     payload: &'a [u8],
 }
 
-pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(codec: &C, value: &T, deps: &[Dep]) -> Result<Vec<u8>, BoxError> {
+pub(crate) fn encode<C: Codec, T: Serialize + ?Sized>(
+    codec: &C,
+    value: &T,
+    deps: &[Dep],
+    fresh_until: u64,
+) -> Result<Vec<u8>, BoxError> {
     let deps_len: usize = deps.iter().map(|d| d.as_str().len() + 4).sum();
-    let mut out = Vec::with_capacity(64 + deps_len);
-    out.extend_from_slice(&[MAGIC, FORMAT_VERSION, KIND_CODEC, C::ID]);
+    let mut out = Vec::with_capacity(72 + deps_len);
+    if fresh_until == 0 {
+        out.extend_from_slice(&[MAGIC, FORMAT_VERSION, KIND_CODEC, C::ID]);
+    } else {
+        out.extend_from_slice(&[MAGIC, FORMAT_VERSION_FRESHNESS, KIND_CODEC, C::ID]);
+        out.extend_from_slice(&fresh_until.to_le_bytes());
+    }
     out.extend_from_slice(&u32::try_from(deps.len()).map_err(|_| "too many dependencies")?.to_le_bytes());
     for d in deps {
         let s = d.as_str().as_bytes();
@@ -126,9 +144,14 @@ pub(crate) fn open(bytes: &[u8]) -> Result<Envelope<'_>, DecodeFailure> {
     if head[0] != MAGIC {
         return Err(DecodeFailure::Envelope("not a matroska value (bad magic byte)"));
     }
-    if head[1] != FORMAT_VERSION {
-        return Err(DecodeFailure::Envelope("unsupported envelope format version"));
-    }
+    let fresh_until = match head[1] {
+        FORMAT_VERSION => 0,
+        FORMAT_VERSION_FRESHNESS => {
+            let b = take(&mut buf, 8)?;
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        }
+        _ => return Err(DecodeFailure::Envelope("unsupported envelope format version")),
+    };
     let (kind, codec) = (head[2], head[3]);
     let n = take_u32(&mut buf)?;
     if n > buf.len() / 4 {
@@ -140,10 +163,16 @@ pub(crate) fn open(bytes: &[u8]) -> Result<Envelope<'_>, DecodeFailure> {
         take(&mut buf, len)?;
     }
     let deps_raw = &start[..start.len() - buf.len()];
-    Ok(Envelope { deps_count: n, deps_raw, kind, codec, payload: buf })
+    Ok(Envelope { fresh_until, deps_count: n, deps_raw, kind, codec, payload: buf })
 }
 
 impl Envelope<'_> {
+    /// When the entry stops being fresh (ms since the Unix epoch); 0: until
+    /// it expires.
+    pub(crate) fn fresh_until(&self) -> u64 {
+        self.fresh_until
+    }
+
     /// The entry's dependencies.
     pub(crate) fn deps(&self) -> Result<Vec<Dep>, DecodeFailure> {
         let mut buf = self.deps_raw;
@@ -301,7 +330,7 @@ mod tests {
 
     #[test]
     fn strings_pass_unwrapped_and_roundtrip() {
-        let bytes = encode(&MessagePack, "hello", &[]).unwrap();
+        let bytes = encode(&MessagePack, "hello", &[], 0).unwrap();
         assert_eq!(&bytes[bytes.len() - 5..], b"hello");
         let env = open(&bytes).unwrap();
         let s: String = env.value(&MessagePack).unwrap();
@@ -317,7 +346,7 @@ mod tests {
         }
         let a = A { x: 7, y: vec!["p".into()] };
         let deps = vec![Dep::id("a", 1), Dep::tag("t:x")];
-        for bytes in [encode(&MessagePack, &a, &deps).unwrap(), encode(&Json, &a, &deps).unwrap()] {
+        for bytes in [encode(&MessagePack, &a, &deps, 0).unwrap(), encode(&Json, &a, &deps, 0).unwrap()] {
             let env = open(&bytes).unwrap();
             assert_eq!(env.deps().unwrap(), deps);
             let codec_id = bytes[3];
@@ -332,10 +361,26 @@ mod tests {
         for junk in [&b""[..], b"\x00", b"\xA7\x01\x00\x01\xff\xff\xff\xff", b"\xA7\x09\x00\x01\0\0\0\0"] {
             assert!(open(junk).is_err());
         }
-        let bytes = encode(&Json, &5u32, &[]).unwrap();
+        let bytes = encode(&Json, &5u32, &[], 0).unwrap();
         assert!(matches!(
             open(&bytes).unwrap().value::<MessagePack, u32>(&MessagePack),
             Err(DecodeFailure::Envelope(_))
         ));
+    }
+
+    #[test]
+    fn freshness_deadline_roundtrips_and_version_1_stays_readable() {
+        let deps = vec![Dep::id("a", 1)];
+        let v1 = encode(&MessagePack, &7u32, &deps, 0).unwrap();
+        assert_eq!(v1[1], FORMAT_VERSION);
+        assert_eq!(open(&v1).unwrap().fresh_until(), 0);
+        let v2 = encode(&MessagePack, &7u32, &deps, 1_700_000_000_123).unwrap();
+        assert_eq!(v2[1], FORMAT_VERSION_FRESHNESS);
+        let env = open(&v2).unwrap();
+        assert_eq!(env.fresh_until(), 1_700_000_000_123);
+        assert_eq!(env.deps().unwrap(), deps);
+        assert_eq!(env.value::<MessagePack, u32>(&MessagePack).unwrap(), 7);
+        // a truncated deadline is an error, not a panic
+        assert!(open(&v2[..7]).is_err());
     }
 }

@@ -87,6 +87,16 @@ impl Dep {
         decode_parts(&self.0).unwrap_or_default()
     }
 
+    /// The object type of an [`Id`], [`PrimaryKey`], [`Condition`] or
+    /// [`InvalidateAll`] (its entity); `None` for other kinds.
+    pub(crate) fn object_type(&self) -> Option<String> {
+        let kind = self.0.split(':').next()?;
+        if !matches!(kind, "id" | "pk" | "cond" | "all") {
+            return None;
+        }
+        decode_parts(&self.0)?.into_iter().nth(1)
+    }
+
     /// For a [`PrimaryKey`], the switch of its entity
     /// (`Dep::invalidate_all(entity)`), which every entry depending on the
     /// row also depends on.

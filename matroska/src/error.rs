@@ -18,6 +18,14 @@ pub enum Error {
         /// The largest TTL this cache accepts.
         max: Duration,
     },
+    /// [`Ttl::Default`](crate::Ttl::Default) was asked for, but the cache has
+    /// no default TTL for this entry (no `CacheBuilder::default_ttl`, and no
+    /// `entity_ttl` for what it depends on).
+    #[error("no default TTL for key {key:?}: set CacheBuilder::default_ttl or entity_ttl, or pass a TTL")]
+    NoDefaultTtl {
+        /// The key.
+        key: String,
+    },
     /// The key is empty or longer than the cache accepts.
     #[error("invalid cache key ({len} bytes): {reason}")]
     InvalidKey {

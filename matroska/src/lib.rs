@@ -62,8 +62,9 @@ pub use backend::memory::MemoryBackend;
 pub use backend::redis::RedisBackend;
 pub use backend::{Backend, Invalidated, Lookup, PutOutcome, PutRequest, Ticket};
 pub use cache::{
-    mark_uncacheable, read_in_transaction, Cache, CacheBuilder, Deps, Fetched, Recovery, Stats, TransactionToken,
-    DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_PENDING_INVALIDATIONS, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES, MAX_TTL_LIMIT,
+    mark_uncacheable, read_in_transaction, record_request, Cache, CacheBuilder, Deps, EntryInfo, Fetched, LoadOptions,
+    Recovery, RequestStats, Stats, TransactionToken, Ttl, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_PENDING_INVALIDATIONS,
+    DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES, MAX_TTL_JITTER, MAX_TTL_LIMIT,
 };
 pub use codec::{Codec, Json, MessagePack};
 pub use dep::{Condition, Dep, Dependency, Id, InvalidateAll, NTag, Params, PrimaryKey, Tag, Value};

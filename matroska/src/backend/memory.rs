@@ -438,6 +438,14 @@ impl Backend for MemoryBackend {
         Ok(self.inner.data.get(key).is_some_and(|e| self.inner.system_clock || e.expires_at > self.inner.clock.now()))
     }
 
+    async fn peek(&self, key: &str) -> Result<Option<(Bytes, Option<Duration>)>, BackendError> {
+        let now = self.inner.clock.now();
+        Ok(self.inner.data.get(key).and_then(|e| {
+            let left = e.expires_at.checked_duration_since(now).filter(|d| !d.is_zero() || self.inner.system_clock)?;
+            Some((e.value.clone(), Some(left)))
+        }))
+    }
+
     async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, BackendError> {
         let mut index = lock(&self.inner.index);
         // The clock is read under the lock: a put that waited for it must not

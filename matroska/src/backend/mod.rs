@@ -160,4 +160,16 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         let _ = prefix;
         Err(BackendError::new(crate::BackendErrorKind::Refused, "this backend does not support clear"))
     }
+
+    /// Reads an entry for inspection: its bytes and, if the backend knows,
+    /// how long until it expires. Issues no ticket and counts no read.
+    ///
+    /// The default implementation reads it with [`get`](Self::get) and does
+    /// not tell the expiry.
+    async fn peek(&self, key: &str) -> Result<Option<(Bytes, Option<std::time::Duration>)>, BackendError> {
+        Ok(match self.get(key).await? {
+            Lookup::Hit(bytes) => Some((bytes, None)),
+            Lookup::Miss(_) => None,
+        })
+    }
 }

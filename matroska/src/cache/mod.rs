@@ -1,5 +1,6 @@
 //! The [`Cache`] facade.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,18 +14,24 @@ use tracing::{debug, trace, warn, Instrument};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::{Backend, Invalidated, Lookup, PutOutcome, PutRequest, Ticket};
+use crate::clock::{Clock, SystemClock};
 use crate::codec::{self, Codec, DecodeFailure, MessagePack};
 use crate::dep::{encode_parts, Dep};
 use crate::error::{BackendError, BackendErrorKind, ConfigError, Error};
 
 mod deps;
+mod events;
 mod flight;
+mod options;
 mod pending;
 mod uncommitted;
 
 use deps::{bubble, bubble_uncacheable, in_loader, COLLECTOR};
 pub use deps::{mark_uncacheable, Deps};
+pub use events::{record_request, RequestStats};
+use events::{Event, Timer};
 use flight::{Flight, Flights, Joined, Role};
+pub use options::{EntryInfo, LoadOptions, Ttl};
 use pending::Pending;
 pub use uncommitted::{read_in_transaction, TransactionToken};
 
@@ -45,7 +52,20 @@ pub struct CacheBuilder<C: Codec = MessagePack> {
     max_value_bytes: usize,
     max_key_bytes: usize,
     max_pending: usize,
+    ttls: TtlPolicy,
+    clock: Arc<dyn Clock>,
 }
+
+/// Default TTLs and jitter.
+#[derive(Clone, Debug, Default)]
+struct TtlPolicy {
+    default: Option<Duration>,
+    entities: HashMap<String, Duration>,
+    jitter: f64,
+}
+
+/// The largest TTL jitter accepted: half the TTL.
+pub const MAX_TTL_JITTER: f64 = 0.5;
 
 /// The default bound on invalidations kept for retry after transient
 /// failures: 100,000 dependencies.
@@ -88,7 +108,42 @@ impl<C: Codec> CacheBuilder<C> {
             max_value_bytes: self.max_value_bytes,
             max_key_bytes: self.max_key_bytes,
             max_pending: self.max_pending,
+            ttls: self.ttls,
+            clock: self.clock,
         }
+    }
+
+    /// The TTL of entries stored with [`Ttl::Default`] that depend on no
+    /// entity with an [`entity_ttl`](Self::entity_ttl) (default: none; such
+    /// a put is then an [`Error::InvalidTtl`]).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.ttls.default = Some(ttl);
+        self
+    }
+
+    /// The TTL of entries stored with [`Ttl::Default`] that depend on
+    /// `entity` (one of its rows, lists or ids: the object type of their
+    /// dependencies). An entry depending on several such entities gets the
+    /// shortest. Repeatable.
+    pub fn entity_ttl(mut self, entity: impl Into<String>, ttl: Duration) -> Self {
+        self.ttls.entities.insert(entity.into(), ttl);
+        self
+    }
+
+    /// Shortens every TTL by a random fraction of at most `fraction` (in
+    /// `0.0 ..= `[`MAX_TTL_JITTER`]; default 0), so that entries stored
+    /// together do not all expire at once.
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.ttls.jitter = fraction;
+        self
+    }
+
+    /// The clock the cache reads wall-clock time from, for freshness
+    /// deadlines (default: the system clock; tests use a
+    /// [`MockClock`](crate::clock::MockClock)).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The largest TTL accepted (default [`DEFAULT_MAX_TTL`]).
@@ -134,6 +189,29 @@ impl<C: Codec> CacheBuilder<C> {
                 format!("{:?} is outside the accepted range 1ms..={MAX_TTL_LIMIT:?}", self.max_ttl),
             ));
         }
+        let ttl_ok = |d: Duration| d >= Duration::from_millis(1) && d <= self.max_ttl;
+        if let Some(d) = self.ttls.default {
+            if !ttl_ok(d) {
+                return Err(ConfigError::new(
+                    "default_ttl",
+                    format!("{d:?} is outside 1ms..=max_ttl ({:?})", self.max_ttl),
+                ));
+            }
+        }
+        for (entity, d) in &self.ttls.entities {
+            if !ttl_ok(*d) {
+                return Err(ConfigError::new(
+                    "entity_ttl",
+                    format!("{d:?} for {entity:?} is outside 1ms..=max_ttl ({:?})", self.max_ttl),
+                ));
+            }
+        }
+        if !(0.0..=MAX_TTL_JITTER).contains(&self.ttls.jitter) {
+            return Err(ConfigError::new(
+                "ttl_jitter",
+                format!("{} is outside 0.0..={MAX_TTL_JITTER}", self.ttls.jitter),
+            ));
+        }
         for (setting, n) in [
             ("max_value_bytes", self.max_value_bytes),
             ("max_key_bytes", self.max_key_bytes),
@@ -163,6 +241,8 @@ impl<C: Codec> CacheBuilder<C> {
                 flushing: tokio::sync::Mutex::new(()),
                 recovery: std::sync::RwLock::new(None),
                 needs_recovery: std::sync::atomic::AtomicBool::new(false),
+                ttls: self.ttls,
+                clock: self.clock,
             }),
         }
     }
@@ -215,6 +295,8 @@ struct Inner<C> {
     recovery: std::sync::RwLock<Option<std::sync::Weak<dyn Recovery>>>,
     /// Set by a transient backend failure (and by `set_recovery`).
     needs_recovery: std::sync::atomic::AtomicBool,
+    ttls: TtlPolicy,
+    clock: Arc<dyn Clock>,
 }
 
 /// Work a cache must have done before it serves reads: when it is first
@@ -253,6 +335,28 @@ struct Counters {
     decode_errors: AtomicU64,
     backend_errors: AtomicU64,
     uncacheable_loads: AtomicU64,
+    stale: AtomicU64,
+}
+
+impl Counters {
+    /// Counts `event` here, for the request being recorded, and in metrics.
+    fn count(&self, event: Event) {
+        let field = match event {
+            Event::Hit => &self.hits,
+            Event::Miss => &self.misses,
+            Event::Stale => &self.stale,
+            Event::Load => &self.loads,
+            Event::Put => &self.puts,
+            Event::RefusedPut => &self.refused_puts,
+            Event::Invalidation => &self.invalidations,
+            Event::Delete => &self.deletes,
+            Event::DecodeError => &self.decode_errors,
+            Event::BackendError => &self.backend_errors,
+            Event::UncacheableLoad => &self.uncacheable_loads,
+        };
+        field.fetch_add(1, Ordering::Relaxed);
+        events::note(event);
+    }
 }
 
 /// A snapshot of a cache's counters, from [`Cache::stats`].
@@ -282,6 +386,9 @@ pub struct Stats {
     /// Loaded values not cached because their loader read uncommitted data
     /// (see [`mark_uncacheable`]).
     pub uncacheable_loads: u64,
+    /// Values past their freshness served (stale-while-revalidate,
+    /// stale-on-error: see [`LoadOptions`]).
+    pub stale_served: u64,
 }
 
 impl Stats {
@@ -296,10 +403,6 @@ impl Stats {
     }
 }
 
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
 impl Cache<MessagePack> {
     /// A builder with the defaults: a [`MemoryBackend`], no prefix, the
     /// [`MessagePack`] codec.
@@ -312,6 +415,8 @@ impl Cache<MessagePack> {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
             max_pending: DEFAULT_MAX_PENDING_INVALIDATIONS,
+            ttls: TtlPolicy::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -348,6 +453,7 @@ impl<C: Codec> Cache<C> {
             decode_errors: r(&c.decode_errors),
             backend_errors: r(&c.backend_errors),
             uncacheable_loads: r(&c.uncacheable_loads),
+            stale_served: r(&c.stale),
         }
     }
 
@@ -390,8 +496,41 @@ impl<C: Codec> Cache<C> {
         Ok(())
     }
 
+    /// The TTL an entry gets (default TTLs resolved, jitter applied, the
+    /// staleness window added) and its freshness deadline (0: none).
+    fn resolve_ttl(&self, key: &str, ttl: Ttl, deps: &[Dep], window: Duration) -> Result<(Duration, u64), Error> {
+        let policy = &self.inner.ttls;
+        let base = match ttl {
+            Ttl::Fixed(d) => d,
+            Ttl::Default => deps
+                .iter()
+                .filter_map(Dep::object_type)
+                .filter_map(|t| policy.entities.get(&t).copied())
+                .min()
+                .or(policy.default)
+                .ok_or_else(|| Error::NoDefaultTtl { key: key.to_owned() })?,
+        };
+        self.check_ttl(base)?;
+        let ttl = if policy.jitter > 0.0 {
+            Ord::max(base.mul_f64(1.0 - policy.jitter * fastrand::f64()), Duration::from_millis(1))
+        } else {
+            base
+        };
+        if window.is_zero() {
+            return Ok((ttl, 0));
+        }
+        let fresh_until =
+            self.inner.clock.unix_millis().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        Ok((Ord::min(ttl.saturating_add(window), self.inner.max_ttl), fresh_until))
+    }
+
+    /// Whether an entry with this freshness deadline is stale now.
+    fn is_stale(&self, fresh_until: u64) -> bool {
+        fresh_until != 0 && self.inner.clock.unix_millis() >= fresh_until
+    }
+
     fn backend_error(&self, e: crate::error::BackendError) -> Error {
-        bump(&self.inner.stats.backend_errors);
+        self.inner.stats.count(Event::BackendError);
         if e.is_transient() {
             self.inner.needs_recovery.store(true, Ordering::Release);
         }
@@ -441,14 +580,19 @@ impl<C: Codec> Cache<C> {
     }
 
     fn unavailable(&self, why: &'static str) -> Error {
-        bump(&self.inner.stats.backend_errors);
+        self.inner.stats.count(Event::BackendError);
         Error::Backend(BackendError::new(BackendErrorKind::Unavailable, why))
+    }
+
+    /// Whether stored bytes hold an entry past its freshness deadline.
+    fn stale_bytes(&self, bytes: &[u8]) -> bool {
+        codec::open(bytes).is_ok_and(|env| self.is_stale(env.fresh_until()))
     }
 
     /// Decodes a stored value; inside a loader, bubbles its dependencies.
     fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, Error> {
         let fail = |f: DecodeFailure| {
-            bump(&self.inner.stats.decode_errors);
+            self.inner.stats.count(Event::DecodeError);
             match f {
                 DecodeFailure::Envelope(reason) => {
                     Error::Decode { key: key.to_owned(), reason: reason.to_owned(), source: None }
@@ -469,8 +613,14 @@ impl<C: Codec> Cache<C> {
         Ok(value)
     }
 
-    fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T, deps: &[Dep]) -> Result<Bytes, Error> {
-        let bytes = codec::encode(&self.inner.codec, value, deps)
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        deps: &[Dep],
+        fresh_until: u64,
+    ) -> Result<Bytes, Error> {
+        let bytes = codec::encode(&self.inner.codec, value, deps, fresh_until)
             .map_err(|source| Error::Encode { key: key.to_owned(), source })?;
         if bytes.len() > self.inner.max_value_bytes {
             return Err(Error::ValueTooLarge {
@@ -503,16 +653,25 @@ impl<C: Codec> Cache<C> {
     pub async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Fetched<T>, Error> {
         let full = self.backend_key(key)?;
         self.ready().await?;
-        let lookup = self.inner.backend.get(&full).await.map_err(|e| self.backend_error(e))?;
+        let timer = Timer::start("get");
+        let lookup = self.inner.backend.get(&full).await.map_err(|e| self.backend_error(e));
+        timer.stop();
+        let lookup = lookup?;
         trace!(key = %Short(key), hit = matches!(lookup, Lookup::Hit(_)), "matroska.get");
         match lookup {
+            Lookup::Hit(bytes) if self.stale_bytes(&bytes) => {
+                // past its freshness: only get_or_load_with serves it
+                self.inner.stats.count(Event::Miss);
+                let ticket = self.inner.backend.ticket().await.map_err(|e| self.backend_error(e))?;
+                Ok(Fetched::Miss(ticket))
+            }
             Lookup::Hit(bytes) => {
                 let value = self.decode(key, &bytes)?;
-                bump(&self.inner.stats.hits);
+                self.inner.stats.count(Event::Hit);
                 Ok(Fetched::Hit(value))
             }
             Lookup::Miss(ticket) => {
-                bump(&self.inner.stats.misses);
+                self.inner.stats.count(Event::Miss);
                 Ok(Fetched::Miss(ticket))
             }
         }
@@ -580,21 +739,21 @@ impl<C: Codec> Cache<C> {
     /// [`Error::NotStored`] when the backend did not store it (a concurrent
     /// invalidation of one of its dependencies on a Redis Cluster, or an
     /// invalidation of one of them still pending): `Ok` always means stored.
-    pub async fn put<T, I>(&self, key: &str, value: &T, deps: I, ttl: Duration) -> Result<(), Error>
+    pub async fn put<T, I>(&self, key: &str, value: &T, deps: I, ttl: impl Into<Ttl>) -> Result<(), Error>
     where
         T: Serialize + ?Sized,
         I: IntoIterator,
         I::Item: Into<Dep>,
     {
         if uncommitted::in_open_transaction() {
-            self.inner.stats.refused_puts.fetch_add(1, Ordering::Relaxed);
+            self.inner.stats.count(Event::RefusedPut);
             return Err(Error::NotStored {
                 key: key.to_owned(),
                 reason:
                     "this task read inside a database transaction that is still open: what it read may be uncommitted",
             });
         }
-        match self.put_inner(key, value, collect(deps), ttl, None).await? {
+        match self.put_inner(key, value, collect(deps), ttl.into(), None).await? {
             PutOutcome::Stored => Ok(()),
             PutOutcome::Refused => Err(Error::NotStored {
                 key: key.to_owned(),
@@ -615,7 +774,7 @@ impl<C: Codec> Cache<C> {
         key: &str,
         value: &T,
         deps: I,
-        ttl: Duration,
+        ttl: impl Into<Ttl>,
         ticket: Ticket,
     ) -> Result<PutOutcome, Error>
     where
@@ -625,10 +784,10 @@ impl<C: Codec> Cache<C> {
     {
         if uncommitted::in_open_transaction() {
             // what this task read may be uncommitted
-            self.inner.stats.refused_puts.fetch_add(1, Ordering::Relaxed);
+            self.inner.stats.count(Event::RefusedPut);
             return Ok(PutOutcome::Refused);
         }
-        self.put_inner(key, value, collect(deps), ttl, Some(ticket)).await
+        self.put_inner(key, value, collect(deps), ttl.into(), Some(ticket)).await
     }
 
     async fn put_inner<T: Serialize + ?Sized>(
@@ -636,12 +795,12 @@ impl<C: Codec> Cache<C> {
         key: &str,
         value: &T,
         deps: Vec<Dep>,
-        ttl: Duration,
+        ttl: Ttl,
         ticket: Option<Ticket>,
     ) -> Result<PutOutcome, Error> {
-        self.check_ttl(ttl)?;
+        let (ttl, _) = self.resolve_ttl(key, ttl, &deps, Duration::ZERO)?;
         let full = self.backend_key(key)?;
-        let bytes = self.encode(key, value, &deps)?;
+        let bytes = self.encode(key, value, &deps, 0)?;
         self.put_bytes(&full, bytes, &deps, ttl, ticket).await
     }
 
@@ -658,17 +817,20 @@ impl<C: Codec> Cache<C> {
         // A dependency whose invalidation failed has no tombstone yet: the
         // value may predate that invalidation.
         if self.inner.pending.contains_any(&backend_deps) || self.inner.pending.overflowed() || self.needs_recovery() {
-            bump(&self.inner.stats.refused_puts);
+            self.inner.stats.count(Event::RefusedPut);
             debug!(key = %Short(full), "put refused: an invalidation of one of its dependencies is pending");
             return Ok(PutOutcome::Refused);
         }
         let req = PutRequest { key: full, value, deps: &backend_deps, ttl, ticket };
-        let outcome = self.inner.backend.put(req).await.map_err(|e| self.backend_error(e))?;
+        let timer = Timer::start("put");
+        let outcome = self.inner.backend.put(req).await.map_err(|e| self.backend_error(e));
+        timer.stop();
+        let outcome = outcome?;
         trace!(key = %Short(full), deps = deps.len(), ttl_ms = ttl.as_millis() as u64, ?outcome, "matroska.put");
         match outcome {
-            PutOutcome::Stored => bump(&self.inner.stats.puts),
+            PutOutcome::Stored => self.inner.stats.count(Event::Put),
             PutOutcome::Refused => {
-                bump(&self.inner.stats.refused_puts);
+                self.inner.stats.count(Event::RefusedPut);
                 debug!("put refused: a dependency was invalidated during the load");
             }
         }
@@ -683,7 +845,7 @@ impl<C: Codec> Cache<C> {
         let full = self.backend_key(key)?;
         let existed = self.inner.backend.delete(&full).await.map_err(|e| self.backend_error(e))?;
         if existed {
-            bump(&self.inner.stats.deletes);
+            self.inner.stats.count(Event::Delete);
         }
         Ok(existed)
     }
@@ -748,27 +910,30 @@ impl<C: Codec> Cache<C> {
             }
         }
         let span = tracing::debug_span!("matroska.invalidate", deps = n_own, retried = all.len() - n_own);
+        let timer = Timer::start("invalidate");
         let outcome = self.inner.backend.invalidate(&all).instrument(span).await;
+        timer.stop();
         let dropped = match &outcome {
             Ok(inv) => inv.dropped,
             Err(_) => 0,
         };
+        events::metrics::fanout(dropped);
         let (done, failed, error) = split_outcome(outcome, all.len());
         // forget the pending ones that are now applied
         let applied: Vec<(String, u64)> = done.iter().filter_map(|&i| epochs[i].map(|e| (all[i].clone(), e))).collect();
         self.inner.pending.applied(applied.iter());
         self.inner.stats.entries_invalidated.fetch_add(dropped, Ordering::Relaxed);
         if failed.is_empty() {
-            bump(&self.inner.stats.invalidations);
+            self.inner.stats.count(Event::Invalidation);
             debug!(deps = n_own, dropped, "invalidated");
             return Ok(dropped);
         }
         let kept = self.keep_for_retry(failed.iter().map(|&i| all[i].as_str()), &error);
         let own_failed: Vec<Dep> = failed.iter().filter(|&&i| i < n_own).map(|&i| deps[i].clone()).collect();
-        bump(&self.inner.stats.backend_errors);
+        self.inner.stats.count(Event::BackendError);
         if own_failed.is_empty() {
             // only earlier failures failed again; this call took full effect
-            bump(&self.inner.stats.invalidations);
+            self.inner.stats.count(Event::Invalidation);
             return Ok(dropped);
         }
         Err(Error::Invalidation { failed: own_failed, kept, source: error })
@@ -783,6 +948,7 @@ impl<C: Codec> Cache<C> {
             return false;
         }
         let all = self.inner.pending.keep(deps);
+        events::metrics::pending(self.inner.pending.len());
         if !all {
             tracing::error!(
                 max = self.inner.pending.len(),
@@ -874,41 +1040,162 @@ impl<C: Codec> Cache<C> {
     /// # Errors
     /// The loader's error, or [`Error::InvalidKey`] / [`Error::InvalidTtl`]
     /// converted into `E`.
-    pub async fn get_or_load<T, F, Fut, E>(&self, key: &str, ttl: Duration, load: F) -> Result<T, E>
+    pub async fn get_or_load<T, F, Fut, E>(&self, key: &str, ttl: impl Into<Ttl>, load: F) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce(Deps) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<Error>,
     {
-        self.check_ttl(ttl)?;
+        let options = LoadOptions::new(ttl);
+        self.fetch(key, &options, &|_: &T| options.ttl, load).await
+    }
+
+    /// [`get_or_load`](Self::get_or_load) with [`LoadOptions`]: a TTL, and
+    /// optionally serving values past it (stale-while-revalidate,
+    /// stale-on-error). An invalidated entry is never served.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use matroska::{Cache, LoadOptions, MemoryBackend};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), matroska::Error> {
+    /// let cache = Cache::new(MemoryBackend::new());
+    /// let options = LoadOptions::new(Duration::from_secs(60))
+    ///     .stale_while_revalidate(Duration::from_secs(30)) // others get the old value while one reloads
+    ///     .stale_on_error(Duration::from_secs(300)); // the old value if the database is down
+    /// let n: u32 = cache.get_or_load_with("front-page", options, |_deps| async { Ok::<_, matroska::Error>(7) }).await?;
+    /// assert_eq!(n, 7);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get_or_load`](Self::get_or_load); with stale-on-error, the
+    /// loader's error only when there is no stale value to serve.
+    pub async fn get_or_load_with<T, F, Fut, E>(&self, key: &str, options: LoadOptions, load: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Deps) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Error>,
+    {
+        self.fetch(key, &options, &|_: &T| options.ttl, load).await
+    }
+
+    /// [`get_or_load`](Self::get_or_load) for a lookup that may find
+    /// nothing: a `None` is cached too (a negative entry), for
+    /// `negative_ttl`, so repeated lookups of a missing row do not reach the
+    /// database; a value is cached for `ttl`. Give the loader's dependencies
+    /// for both (for a row that does not exist, what would create it: see
+    /// `matroska_seaorm::not_found`).
+    ///
+    /// # Errors
+    /// As [`get_or_load`](Self::get_or_load).
+    pub async fn get_or_load_optional<T, F, Fut, E>(
+        &self,
+        key: &str,
+        ttl: impl Into<Ttl>,
+        negative_ttl: Duration,
+        load: F,
+    ) -> Result<Option<T>, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Deps) -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+        E: From<Error>,
+    {
+        self.check_ttl(negative_ttl)?;
+        let options = LoadOptions::new(ttl);
+        let choose = |v: &Option<T>| if v.is_none() { Ttl::Fixed(negative_ttl) } else { options.ttl };
+        self.fetch(key, &options, &choose, load).await
+    }
+
+    /// The loop behind every `get_or_load`: `choose` gives the TTL of a
+    /// loaded value.
+    async fn fetch<T, F, Fut, E>(
+        &self,
+        key: &str,
+        options: &LoadOptions,
+        choose: &(dyn Fn(&T) -> Ttl + Sync),
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Deps) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Error>,
+    {
+        if let Ttl::Fixed(d) = options.ttl {
+            self.check_ttl(d)?;
+        }
         let full = self.backend_key(key)?;
         let mut load = Some(load);
         loop {
-            let ticket = match self.ready().await {
+            let got = match self.ready().await {
                 Err(e) => Err(e),
-                Ok(()) => self.inner.backend.get(&full).await.map_err(|e| self.backend_error(e)),
+                Ok(()) => {
+                    let timer = Timer::start("get");
+                    let got = self.inner.backend.get(&full).await.map_err(|e| self.backend_error(e));
+                    timer.stop();
+                    got
+                }
             };
-            let ticket = match ticket {
-                Ok(Lookup::Hit(bytes)) => match self.decode::<T>(key, &bytes) {
-                    Ok(value) => {
-                        bump(&self.inner.stats.hits);
+            // a value past its freshness deadline (never an invalidated one:
+            // invalidation drops stale entries too), kept for stale-on-error
+            let mut stale: Option<T> = None;
+            let ticket = match got {
+                Ok(Lookup::Hit(bytes)) => match self.open_value::<T>(key, &bytes) {
+                    Ok((value, false)) => {
+                        self.inner.stats.count(Event::Hit);
                         return Ok(value);
+                    }
+                    Ok((value, true)) => {
+                        if options.while_revalidate.is_some() {
+                            match self.inner.flights.join(&full) {
+                                // another caller reloads it: serve the old value at once
+                                Role::Waiter(_) => {
+                                    self.inner.stats.count(Event::Stale);
+                                    return Ok(value);
+                                }
+                                Role::Leader(guard) => {
+                                    self.inner.stats.count(Event::Miss);
+                                    let Some(load) = load.take() else {
+                                        guard.finish(Flight::Failed);
+                                        continue;
+                                    };
+                                    let result = match self.inner.backend.ticket().await {
+                                        Ok(ticket) => self.lead(key, &full, options, choose, ticket, load, guard).await,
+                                        Err(e) => {
+                                            let _ = self.backend_error(e);
+                                            guard.finish(Flight::Failed);
+                                            self.load_only(key, load).await
+                                        }
+                                    };
+                                    return self.or_stale(result, options.on_error.map(|_| value));
+                                }
+                            }
+                        }
+                        if options.on_error.is_some() {
+                            stale = Some(value);
+                        }
+                        self.inner.stats.count(Event::Miss);
+                        self.inner.backend.ticket().await.map_err(|e| self.backend_error(e)).ok()
                     }
                     Err(e) => {
                         warn!(error = %e, "discarding undecodable cache entry");
-                        bump(&self.inner.stats.misses);
+                        self.inner.stats.count(Event::Miss);
                         let _ = self.inner.backend.delete(&full).await;
                         self.inner.backend.ticket().await.map_err(|e| self.backend_error(e)).ok()
                     }
                 },
                 Ok(Lookup::Miss(ticket)) => {
-                    bump(&self.inner.stats.misses);
+                    self.inner.stats.count(Event::Miss);
                     Some(ticket)
                 }
                 Err(e) => {
                     warn!(error = %e, "cache unavailable, loading without caching");
-                    bump(&self.inner.stats.misses);
+                    self.inner.stats.count(Event::Miss);
                     None
                 }
             };
@@ -916,7 +1203,8 @@ impl<C: Codec> Cache<C> {
                 // Without a ticket nothing can be stored, and the value could
                 // not be vouched for to other callers: load alone.
                 let Some(load) = load.take() else { continue };
-                return self.load_only(key, load).await;
+                let result = self.load_only(key, load).await;
+                return self.or_stale(result, stale);
             };
             match self.inner.flights.join(&full) {
                 Role::Leader(guard) => {
@@ -925,19 +1213,44 @@ impl<C: Codec> Cache<C> {
                         guard.finish(Flight::Failed);
                         continue;
                     };
-                    return self.lead(key, &full, ttl, ticket, load, guard).await;
+                    let result = self.lead(key, &full, options, choose, ticket, load, guard).await;
+                    return self.or_stale(result, stale);
                 }
                 Role::Waiter(rx) => {
                     if let Joined::Take(bytes) = flight::wait(rx).await {
                         if let Ok(value) = self.decode::<T>(key, &bytes) {
-                            bump(&self.inner.stats.hits);
+                            self.inner.stats.count(Event::Hit);
                             return Ok(value);
                         }
                     }
-                    // Not ours to take (or the leader failed): read again.
+                    // the leader failed (or its value is not ours to take)
+                    if let Some(value) = stale {
+                        self.inner.stats.count(Event::Stale);
+                        return Ok(value);
+                    }
                 }
             }
         }
+    }
+
+    /// A loader's result, or, if it failed and a stale value is at hand
+    /// (stale-on-error), that value.
+    fn or_stale<T, E>(&self, result: Result<T, E>, stale: Option<T>) -> Result<T, E> {
+        match (result, stale) {
+            (Err(_), Some(value)) => {
+                self.inner.stats.count(Event::Stale);
+                debug!("loader failed: serving the stale value (stale-on-error)");
+                Ok(value)
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Decodes a stored value; with whether it is past its freshness
+    /// deadline.
+    fn open_value<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<(T, bool), Error> {
+        let stale = self.stale_bytes(bytes);
+        Ok((self.decode(key, bytes)?, stale))
     }
 
     /// Runs a loader outside single flight, storing nothing.
@@ -946,10 +1259,13 @@ impl<C: Codec> Cache<C> {
         F: FnOnce(Deps) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        bump(&self.inner.stats.loads);
+        self.inner.stats.count(Event::Load);
         let deps = Deps::new();
         let span = tracing::debug_span!("matroska.load", key = %Short(key), cached = false);
-        let value = COLLECTOR.scope(deps.clone(), load(deps.clone())).instrument(span).await?;
+        let timer = Timer::start("load");
+        let value = COLLECTOR.scope(deps.clone(), load(deps.clone())).instrument(span).await;
+        timer.stop();
+        let value = value?;
         bubble(&deps.to_vec());
         if let Some(reason) = deps.uncacheable() {
             bubble_uncacheable(reason);
@@ -957,11 +1273,13 @@ impl<C: Codec> Cache<C> {
         Ok(value)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn lead<T, F, Fut, E>(
         &self,
         key: &str,
         full: &str,
-        ttl: Duration,
+        options: &LoadOptions,
+        choose: &(dyn Fn(&T) -> Ttl + Sync),
         ticket: Ticket,
         load: F,
         guard: flight::FlightGuard<'_>,
@@ -972,10 +1290,12 @@ impl<C: Codec> Cache<C> {
         Fut: Future<Output = Result<T, E>>,
         E: From<Error>,
     {
-        bump(&self.inner.stats.loads);
+        self.inner.stats.count(Event::Load);
         let deps = Deps::new();
         let span = tracing::debug_span!("matroska.load", key = %Short(key));
+        let timer = Timer::start("load");
         let result = COLLECTOR.scope(deps.clone(), load(deps.clone())).instrument(span).await;
+        timer.stop();
         let value = match result {
             Ok(v) => v,
             Err(e) => {
@@ -987,12 +1307,19 @@ impl<C: Codec> Cache<C> {
         bubble(&collected);
         if let Some(reason) = deps.uncacheable() {
             bubble_uncacheable(reason);
-            bump(&self.inner.stats.uncacheable_loads);
+            self.inner.stats.count(Event::UncacheableLoad);
             debug!(key = %Short(key), reason, "loaded value not cached: its loader read uncommitted data");
             guard.finish(Flight::Failed);
             return Ok(value);
         }
-        let bytes = match self.encode(key, &value, &collected) {
+        let (ttl, fresh_until) = match self.resolve_ttl(key, choose(&value), &collected, options.window()) {
+            Ok(t) => t,
+            Err(e) => {
+                guard.finish(Flight::Failed);
+                return Err(e.into());
+            }
+        };
+        let bytes = match self.encode(key, &value, &collected, fresh_until) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "loaded value not cached");
@@ -1010,6 +1337,33 @@ impl<C: Codec> Cache<C> {
         };
         guard.finish(Flight::Done { bytes, stored });
         Ok(value)
+    }
+
+    /// What is stored under `key`: its dependencies, size, remaining time
+    /// to live and freshness, without counting a read. `None` when nothing
+    /// is stored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Backend`], [`Error::Decode`] for
+    /// bytes that are not a stored entry.
+    pub async fn inspect(&self, key: &str) -> Result<Option<EntryInfo>, Error> {
+        let full = self.backend_key(key)?;
+        let Some((bytes, expires_in)) = self.inner.backend.peek(&full).await.map_err(|e| self.backend_error(e))? else {
+            return Ok(None);
+        };
+        let fail = |reason: &'static str| Error::Decode { key: key.to_owned(), reason: reason.into(), source: None };
+        let env = codec::open(&bytes).map_err(|f| match f {
+            DecodeFailure::Envelope(reason) => fail(reason),
+            DecodeFailure::Codec(e) => {
+                Error::Decode { key: key.to_owned(), reason: "the codec rejected the payload".into(), source: Some(e) }
+            }
+        })?;
+        let deps = env.deps().map_err(|_| fail("malformed dependencies"))?;
+        let fresh_for = match env.fresh_until() {
+            0 => None,
+            t => Some(Duration::from_millis(t.saturating_sub(self.inner.clock.unix_millis()))),
+        };
+        Ok(Some(EntryInfo { deps, size: bytes.len(), expires_in, fresh_for }))
     }
 }
 
