@@ -584,13 +584,14 @@ impl<C: Codec> Cache<C> {
         Error::Backend(BackendError::new(BackendErrorKind::Unavailable, why))
     }
 
-    /// Whether stored bytes hold an entry past its freshness deadline.
-    fn stale_bytes(&self, bytes: &[u8]) -> bool {
-        codec::open(bytes).is_ok_and(|env| self.is_stale(env.fresh_until()))
-    }
-
     /// Decodes a stored value; inside a loader, bubbles its dependencies.
     fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T, Error> {
+        self.decode_fresh(key, bytes).map(|(value, _)| value)
+    }
+
+    /// Decodes a stored value, with whether it is past its freshness
+    /// deadline; inside a loader, bubbles its dependencies.
+    fn decode_fresh<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<(T, bool), Error> {
         let fail = |f: DecodeFailure| {
             self.inner.stats.count(Event::DecodeError);
             match f {
@@ -605,12 +606,13 @@ impl<C: Codec> Cache<C> {
             }
         };
         let env = codec::open(bytes).map_err(fail)?;
+        let stale = self.is_stale(env.fresh_until());
         let value = env.value(&self.inner.codec).map_err(fail)?;
         // Dependencies are only needed to bubble into an enclosing loader.
         if in_loader() {
             bubble(&env.deps().map_err(fail)?);
         }
-        Ok(value)
+        Ok((value, stale))
     }
 
     fn encode<T: Serialize + ?Sized>(
@@ -659,17 +661,18 @@ impl<C: Codec> Cache<C> {
         let lookup = lookup?;
         trace!(key = %Short(key), hit = matches!(lookup, Lookup::Hit(_)), "matroska.get");
         match lookup {
-            Lookup::Hit(bytes) if self.stale_bytes(&bytes) => {
+            Lookup::Hit(bytes) => match self.decode_fresh(key, &bytes)? {
+                (value, false) => {
+                    self.inner.stats.count(Event::Hit);
+                    Ok(Fetched::Hit(value))
+                }
                 // past its freshness: only get_or_load_with serves it
-                self.inner.stats.count(Event::Miss);
-                let ticket = self.inner.backend.ticket().await.map_err(|e| self.backend_error(e))?;
-                Ok(Fetched::Miss(ticket))
-            }
-            Lookup::Hit(bytes) => {
-                let value = self.decode(key, &bytes)?;
-                self.inner.stats.count(Event::Hit);
-                Ok(Fetched::Hit(value))
-            }
+                (_, true) => {
+                    self.inner.stats.count(Event::Miss);
+                    let ticket = self.inner.backend.ticket().await.map_err(|e| self.backend_error(e))?;
+                    Ok(Fetched::Miss(ticket))
+                }
+            },
             Lookup::Miss(ticket) => {
                 self.inner.stats.count(Event::Miss);
                 Ok(Fetched::Miss(ticket))
@@ -1145,7 +1148,7 @@ impl<C: Codec> Cache<C> {
             // invalidation drops stale entries too), kept for stale-on-error
             let mut stale: Option<T> = None;
             let ticket = match got {
-                Ok(Lookup::Hit(bytes)) => match self.open_value::<T>(key, &bytes) {
+                Ok(Lookup::Hit(bytes)) => match self.decode_fresh::<T>(key, &bytes) {
                     Ok((value, false)) => {
                         self.inner.stats.count(Event::Hit);
                         return Ok(value);
@@ -1244,13 +1247,6 @@ impl<C: Codec> Cache<C> {
             }
             (result, _) => result,
         }
-    }
-
-    /// Decodes a stored value; with whether it is past its freshness
-    /// deadline.
-    fn open_value<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<(T, bool), Error> {
-        let stale = self.stale_bytes(bytes);
-        Ok((self.decode(key, bytes)?, stale))
     }
 
     /// Runs a loader outside single flight, storing nothing.
