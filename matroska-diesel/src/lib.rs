@@ -170,7 +170,7 @@ pub use matroska_diesel_macros::Walk;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::entity::{table_name_of, ModelInfoBuilder, Registered};
+    pub use crate::entity::{table_name_of, Action, ModelInfoBuilder, Registered};
     pub use crate::walk::{row_children_in, walk_row, RelationField};
     pub use diesel;
     pub use inventory;

@@ -13,7 +13,6 @@
 
 mod common;
 #[path = "../../matroska/tests/common/redis_server.rs"]
-#[allow(dead_code)]
 mod redis_server;
 
 use std::future::Future;
