@@ -390,7 +390,7 @@ where
         };
         #[cfg(feature = "test-hooks")]
         if before.is_some() {
-            crate::test_hooks::after_read_first().await;
+            crate::test_hooks::after_read_first(&self.shared).await;
         }
         // the statement, returning the rows it wrote
         let (answer, returned) = if w.returning {

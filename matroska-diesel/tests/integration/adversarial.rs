@@ -7,17 +7,11 @@
 //! Diesel analogue; those that held already are at the end, as guards.
 //!
 //! ```text
-//! cargo test -p matroska-diesel --test adversarial
-//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test adversarial
+//! cargo test -p matroska-diesel --test integration adversarial::
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test integration adversarial::
 //! ```
-//!
-//! The tests of this file run one at a time (a lock): one of them arms the
-//! crate's test-only pause point, which catches the next write of any test
-//! in the process.
 
-#![allow(missing_docs, unreachable_pub)]
 
-mod common;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::schema::*;
-use common::*;
+use crate::common::schema::*;
+use crate::common::*;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use matroska::{Cache, Dep};
@@ -36,18 +30,14 @@ use serde_json::Value as Json;
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
 
-/// Serialises the tests of this file (see the module docs).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A test on a fresh database (the common schema and this file's), one at
-/// a time: `tdb` the database, `db` a wrapped connection, `cache` its
+/// A test on a fresh database (the common schema and this file's): `tdb`
+/// the database, `db` a wrapped connection, `cache` its
 /// cache, `cached` the `CachedDatabase`.
 macro_rules! adv_test {
     ($(#[$meta:meta])* $name:ident, |$tdb:ident, $db:ident, $cache:ident, $cached:ident| $body:block) => {
         $(#[$meta])*
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let _serial = SERIAL.lock().await;
             let __tdb = TestDb::new(stringify!($name)).await;
             extra_schema(&__tdb).await;
             {
@@ -378,7 +368,7 @@ adv_test!(
         prepare(db, cache).await;
         let paused = Arc::new(tokio::sync::Notify::new());
         let resume = Arc::new(tokio::sync::Notify::new());
-        matroska_diesel::test_hooks::pause_next_write_after_read(paused.clone(), resume.clone());
+        matroska_diesel::test_hooks::pause_next_write_after_read(cached, paused.clone(), resume.clone());
         let mut ac = tdb.connect(cached).await;
         let a = tokio::spawn(async move {
             on!(&mut ac, |c| diesel::update(articles::table.filter(articles::author_id.eq(2)))
