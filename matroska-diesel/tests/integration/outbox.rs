@@ -11,7 +11,6 @@
 //! The process-kill and Redis-outage tests spawn their own `redis-server`
 //! (skipped without one unless `MATROSKA_REQUIRE_REDIS=1`).
 
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};

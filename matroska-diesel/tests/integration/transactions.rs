@@ -8,7 +8,6 @@
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test integration transactions::
 //! ```
 
-
 use crate::common::schema::*;
 use crate::common::*;
 use diesel::prelude::*;

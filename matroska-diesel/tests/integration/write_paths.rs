@@ -7,7 +7,6 @@
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test integration write_paths::
 //! ```
 
-
 use crate::common::schema::*;
 use crate::common::*;
 use diesel::prelude::*;
