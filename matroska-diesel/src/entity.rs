@@ -59,6 +59,30 @@ pub(crate) struct ForeignKey {
     pub(crate) parent: &'static str,
 }
 
+/// What a referential action declared on a foreign key does to the
+/// referencing rows when the referenced row is deleted or its key changes.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `CASCADE`: deleted (on delete) or their foreign key updated (on update).
+    Cascade,
+    /// `SET NULL` / `SET DEFAULT`: their foreign key updated.
+    Set,
+}
+
+/// A foreign key declared with referential actions
+/// (`#[matroska(belongs_to(Parent, on_delete = "cascade"))]`): the database
+/// writes this model's rows when it writes the parent's.
+#[derive(Clone, Debug)]
+pub(crate) struct Reference {
+    /// This model's foreign-key column.
+    pub(crate) column: &'static str,
+    /// The parent's table.
+    pub(crate) parent: &'static str,
+    pub(crate) on_delete: Option<Action>,
+    pub(crate) on_update: Option<Action>,
+}
+
 /// The values of one row, by position in [`ModelInfo::columns`] (`None`
 /// where the row did not have the column).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -73,6 +97,8 @@ pub struct ModelInfo {
     /// Positions of the primary key, in key order.
     pub(crate) pk: Vec<usize>,
     pub(crate) foreign_keys: Vec<ForeignKey>,
+    /// Foreign keys with referential actions.
+    pub(crate) references: Vec<Reference>,
     /// Columns whose change can move a row between lists or relations.
     moving: BTreeSet<&'static str>,
     pub(crate) scopes: Scopes<ColumnRow>,
@@ -99,6 +125,8 @@ pub struct ModelInfoBuilder {
     pk: Vec<&'static str>,
     scopes: Vec<(Vec<&'static str>, Vec<&'static str>)>,
     foreign_keys: Vec<(&'static str, &'static str)>,
+    references: Vec<Reference>,
+    collated: Vec<&'static str>,
 }
 
 impl ModelInfoBuilder {
@@ -111,6 +139,8 @@ impl ModelInfoBuilder {
             pk: Vec::new(),
             scopes: Vec::new(),
             foreign_keys: Vec::new(),
+            references: Vec::new(),
+            collated: Vec::new(),
         }
     }
 
@@ -141,6 +171,29 @@ impl ModelInfoBuilder {
         self
     }
 
+    /// Referential actions of the foreign key `column` into `parent`'s table:
+    /// what the database does to this model's rows when the parent row is
+    /// deleted (`on_delete`) or its key changes (`on_update`).
+    pub fn reference(
+        mut self,
+        column: &'static str,
+        parent: &'static str,
+        on_delete: Option<Action>,
+        on_update: Option<Action>,
+    ) -> Self {
+        if on_delete.is_some() || on_update.is_some() {
+            self.references.push(Reference { column, parent, on_delete, on_update });
+        }
+        self
+    }
+
+    /// Scope fields whose values the database compares by a collation the
+    /// cache does not model ([`Scopes::collated`]).
+    pub fn collated(mut self, columns: &[&'static str]) -> Self {
+        self.collated.extend_from_slice(columns);
+        self
+    }
+
     /// The facts.
     pub fn build(self) -> ModelInfo {
         let position = |name: &str| self.columns.iter().position(|c| c.name == name);
@@ -163,6 +216,7 @@ impl ModelInfoBuilder {
             moving.extend(watch.iter().copied());
         }
         let mut scopes: Scopes<ColumnRow> = Scopes::new(self.table, Mode::default())
+            .collated(self.collated.iter().copied())
             .describes(Vec::<String>::new(), |_: &ColumnRow| Some(Params::new()));
         for (fields, watch) in &scope_specs {
             let names: Vec<&'static str> = fields.iter().map(|&i| self.columns[i].name).collect();
@@ -181,7 +235,16 @@ impl ModelInfoBuilder {
                 Ok(Some(params))
             });
         }
-        ModelInfo { table: self.table, schema: self.schema, columns: self.columns, pk, foreign_keys, moving, scopes }
+        ModelInfo {
+            table: self.table,
+            schema: self.schema,
+            columns: self.columns,
+            pk,
+            foreign_keys,
+            references: self.references,
+            moving,
+            scopes,
+        }
     }
 }
 
@@ -288,12 +351,14 @@ pub(crate) fn lookup(name: &matroska_sql::TableName) -> Option<&'static ModelInf
     let reg = registry();
     let candidates: Vec<&'static ModelInfo> = match reg.get(name.table.as_str()) {
         Some(list) => list.clone(),
-        None if !name.quoted => reg
+        // names are matched without regard to case, quoted or not (SQLite
+        // ignores the case of quoted names; a write matched to one table
+        // too many only invalidates more)
+        None => reg
             .iter()
             .filter(|(t, _)| t.eq_ignore_ascii_case(&name.table))
             .flat_map(|(_, l)| l.iter().copied())
             .collect(),
-        None => Vec::new(),
     };
     let matching: Vec<&'static ModelInfo> =
         candidates.into_iter().filter(|i| name.matches(i.table, i.schema)).collect();
@@ -301,6 +366,28 @@ pub(crate) fn lookup(name: &matroska_sql::TableName) -> Option<&'static ModelInf
         [one] => Some(one),
         _ => None,
     }
+}
+
+/// The registered models whose rows a write to `table` may change through
+/// declared referential actions, with the reference.
+pub(crate) fn referencing(table: &str) -> Vec<(&'static ModelInfo, &'static Reference)> {
+    type ByTable = HashMap<String, Vec<(&'static ModelInfo, &'static Reference)>>;
+    static BY_TABLE: LazyLock<ByTable> = LazyLock::new(|| {
+        let mut map = ByTable::new();
+        for info in registry().values().flatten() {
+            for r in &info.references {
+                map.entry(r.parent.to_lowercase()).or_default().push((*info, r));
+            }
+        }
+        map
+    });
+    BY_TABLE.get(&table.to_lowercase()).cloned().unwrap_or_default()
+}
+
+/// The key columns of the registered model of `table`, if one.
+pub(crate) fn key_columns(table: &str) -> Option<Vec<&'static str>> {
+    let info = registry().get(table).and_then(|l| l.first())?;
+    Some(info.pk.iter().map(|&i| info.columns[i].name).collect())
 }
 
 /// Every registered model's coarse switch (for statements that cannot be
@@ -362,8 +449,8 @@ impl TableComponent
 {
     fn names(&'static self) -> (&'static str, Option<&'static str>) {
         // the fields are private; the derived Debug shows both identifiers
-        static NAMES: LazyLock<std::sync::Mutex<HashMap<usize, (&'static str, Option<&'static str>)>>> =
-            LazyLock::new(Default::default);
+        type Names = HashMap<usize, (&'static str, Option<&'static str>)>;
+        static NAMES: LazyLock<std::sync::Mutex<Names>> = LazyLock::new(Default::default);
         let addr = self as *const Self as usize;
         let mut cache = NAMES.lock().unwrap_or_else(|p| p.into_inner());
         *cache.entry(addr).or_insert_with(|| {

@@ -66,15 +66,17 @@
 //! |---|---|
 //! | `insert_into(t).values(..)` (one row, a batch, `get_result`, `returning`) | precise: the statement runs with `RETURNING` the key, scope and foreign-key columns (the application's own `RETURNING` rows are used when they hold them), so new keys and lists come from the database |
 //! | upserts: `on_conflict(..).do_update()`, `do_nothing()`, `replace_into`, `insert_or_ignore_into` | precise for the rows inserted; coarse for the rows an update on conflict or a replace may overwrite (their old values are unknown) |
-//! | `update(..).set(..)`: by key (`find`), with filters, `AsChangeset` structs, `update(&model).set(&model)`, expressions (`col.eq(col + 1)`) | precise: new values from `RETURNING`; when a column that moves rows (scope field, watched column, foreign key, key) changes, the rows are read first with the statement's own condition and parameters, `FOR UPDATE` on PostgreSQL, in a transaction of the connection's own (SQLite: `BEGIN IMMEDIATE`) |
+//! | `update(..).set(..)`: by key (`find`), with filters, `AsChangeset` structs, `update(&model).set(&model)`, expressions (`col.eq(col + 1)`) | precise: new values from `RETURNING`; when a column that moves rows (scope field, watched column, foreign key, key) changes, the rows are read first with the statement's own condition and parameters, `FOR UPDATE` on PostgreSQL, in a transaction of the connection's own (SQLite: `BEGIN IMMEDIATE`); if `RETURNING` names a row the read did not see (it entered the condition meanwhile, under PostgreSQL's READ COMMITTED), also coarse |
 //! | `delete(..)`: by key, with filters | precise: the deleted rows from `RETURNING` |
-//! | `sql_query(..)` with or without binds, `batch_execute` of one statement | as the statement kinds above, when it parses; `INSERT .. SELECT`, `UPDATE .. FROM`, `WITH` writes, `LIMIT`, `TRUNCATE`, DDL, several statements in one string: coarse for each table named |
-//! | `CALL`, `DO`, `MERGE`, `COPY` and other statements whose writes cannot be told | coarse for every cached model |
-//! | text the parser cannot read | refused ([`Refusal::Unparsed`]), or coarse for every cached model with [`UnparsedStatements::InvalidateEverything`]; [`CachedConnection::execute_touching`] runs it naming its tables |
+//! | writes the database makes by itself: foreign-key actions (`ON DELETE CASCADE`, `SET NULL`, `ON UPDATE CASCADE`), triggers, views | coarse for the referencing models, when declared on the model (`#[matroska(belongs_to(Parent, on_delete = "cascade"))]`, down the references); coarse for the tables declared with [`CachedDatabaseBuilder::trigger`]; **not seen** when not declared |
+//! | `sql_query(..)` with or without binds, `batch_execute` of one statement | as the statement kinds above, when it parses (the table named in any case, aliases, comments after the final `;`); `INSERT .. SELECT`, `UPDATE .. FROM`, `UPDATE OR REPLACE`, `WITH` writes, `LIMIT`, `TRUNCATE`, `EXPLAIN ANALYZE` of a write, DDL: coarse for each table named |
+//! | several statements in one string (`batch_execute`, `SELECT 1; UPDATE ..` included) | coarse for each table named, **even when a later statement fails** (SQLite has committed those before it outside a transaction, and a transaction may go on) |
+//! | `CALL`, `DO`, `MERGE`, `COPY`, `TRUNCATE .. CASCADE` and other statements whose writes cannot be told | coarse for every cached model |
+//! | text the parser cannot read | refused ([`Refusal::Unparsed`]), or coarse for every cached model with [`UnparsedStatements::InvalidateEverything`]; [`CachedConnection::execute_touching`] runs it naming its tables (schema-qualified or not, in any case) |
 //! | `BEGIN`, `COMMIT`, `ROLLBACK`, `SAVEPOINT` as SQL text (`batch_execute`, `sql_query`) | refused ([`Refusal::TransactionControl`]) |
 //! | `transaction(..)`, nested `transaction` (savepoints), `begin_test_transaction`, `test_transaction` | followed: invalidated after the outermost commit; rolled-back savepoints, rollbacks, errors, panics, test transactions invalidate nothing of theirs |
 //! | tables of no model with `derive(CacheModel)` | coarse for that table |
-//! | a write whose caller stops waiting (a dropped future) | coarse, from a task of its own, at once and once more a second later; inside a transaction, kept for its commit |
+//! | a write whose caller stops waiting (a dropped future) | coarse, from a task of its own, at once and once more a second later; inside a transaction, kept for its commit; a commit dropped while its invalidation is in flight still invalidates; the connection's own transaction, even one whose `BEGIN` was in flight, is rolled back at the next call (a pool sees the connection broken meanwhile) |
 //! | the wrapped connection ([`CachedConnection::inner`]), or any connection or pool not wrapped | **not seen**: the application invalidates what they changed (`Cache::clear`, or [`entity_dep`] of each table) |
 //!
 //! A plain `SELECT` is never parsed. A function called from a `SELECT` that
@@ -87,7 +89,11 @@
 //! commit. Nothing read inside a transaction is cached: a
 //! [`Cache::get_or_load`](matroska::Cache::get_or_load) whose loader reads
 //! through a transaction returns its value without storing it or sharing it
-//! with other callers. A write outside a transaction that must read rows
+//! with other callers, and a task that read through an open transaction (or
+//! one of its savepoints) has its manual puts
+//! ([`Cache::put`](matroska::Cache::put),
+//! [`Cache::put_with_ticket`](matroska::Cache::put_with_ticket)) refused
+//! until the transaction ends ([`matroska::read_in_transaction`]). A write outside a transaction that must read rows
 //! first runs in a short transaction of its own, so concurrent writers
 //! moving the same row are serialised and each invalidates the lists it
 //! really moved the row between.
@@ -156,7 +162,27 @@ pub use walk::{dependencies, Collector, Walk};
 /// ```text
 /// #[matroska(scope(fields("published", "category_id")))]   // a list filtered by these fields; repeatable
 /// #[matroska(scope(fields("category_id"), watch("price")))] // ... whose order or cut also depends on `price` (top-N)
+/// #[matroska(belongs_to(Post, on_delete = "cascade"))]      // the referential actions of a `belongs_to` foreign key
+/// #[matroska(collated("kind"))]                              // scope fields the database compares by a collation
 /// ```
+///
+/// `belongs_to(Parent, [foreign_key = col,] on_delete = "..", on_update =
+/// "..")` repeats the schema's `REFERENCES .. ON DELETE .. ON UPDATE ..` for
+/// one of the model's `#[diesel(belongs_to(..))]` (actions `"cascade"`,
+/// `"set_null"`, `"set_default"`, `"restrict"`, `"no_action"`): a delete of
+/// the parent row, or a change of its key, then invalidates this model's
+/// lists, relations and rows coarsely (and those of models referencing it in
+/// turn). Diesel's schema does not carry the actions, so undeclared ones are
+/// not seen. Triggers are declared with
+/// [`CachedDatabaseBuilder::trigger`].
+///
+/// `collated("field", ..)`: scope fields whose values the database compares
+/// by a collation the cache does not model (SQLite `COLLATE NOCASE`,
+/// PostgreSQL `citext` or a nondeterministic collation, trailing spaces of
+/// `CHAR`): a list filtered by `kind = 'tool'` also holds rows of kind
+/// `Tool`. Lists filtered by such a field depend on every value of it
+/// ([`Scopes::collated`](matroska::Scopes::collated)): precise on the other
+/// fields, coarse on these.
 ///
 /// It reads Diesel's own attributes: `table_name`, `primary_key(..)`
 /// (default `id`), `belongs_to(Parent)` / `belongs_to(Parent, foreign_key =
@@ -170,7 +196,7 @@ pub use matroska_diesel_macros::Walk;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::entity::{table_name_of, ModelInfoBuilder, Registered};
+    pub use crate::entity::{table_name_of, Action, ModelInfoBuilder, Registered};
     pub use crate::walk::{row_children_in, walk_row, RelationField};
     pub use diesel;
     pub use inventory;

@@ -30,6 +30,15 @@ struct ScopeAttr {
     watch: Vec<LitStr>,
 }
 
+/// One `belongs_to(Parent, on_delete = "..", on_update = "..")` attribute:
+/// the referential actions of a foreign key Diesel's `belongs_to` declares.
+struct ReferenceAttr {
+    parent: Path,
+    foreign_key: Option<Ident>,
+    on_delete: Option<TokenStream2>,
+    on_update: Option<TokenStream2>,
+}
+
 /// What the derive reads from `#[diesel(..)]` and `#[matroska(..)]`.
 #[derive(Default)]
 struct ModelAttrs {
@@ -37,6 +46,61 @@ struct ModelAttrs {
     primary_key: Vec<Ident>,
     belongs_to: Vec<(Path, Option<Ident>)>,
     scopes: Vec<ScopeAttr>,
+    references: Vec<ReferenceAttr>,
+    collated: Vec<LitStr>,
+}
+
+/// A referential action's name as the derive emits it (`None`: no write).
+fn action(lit: &LitStr) -> syn::Result<Option<TokenStream2>> {
+    let name = lit.value().to_ascii_lowercase().replace([' ', '-'], "_");
+    Ok(match name.as_str() {
+        "cascade" => Some(quote! { ::matroska_diesel::__private::Action::Cascade }),
+        "set_null" | "set_default" => Some(quote! { ::matroska_diesel::__private::Action::Set }),
+        "restrict" | "no_action" => None,
+        _ => {
+            return Err(syn::Error::new(
+                lit.span(),
+                "expected \"cascade\", \"set_null\", \"set_default\", \"restrict\" or \"no_action\"",
+            ))
+        }
+    })
+}
+
+fn parse_reference(input: syn::parse::ParseStream<'_>) -> syn::Result<ReferenceAttr> {
+    let content;
+    syn::parenthesized!(content in input);
+    let parent: Path = content.parse()?;
+    let mut out = ReferenceAttr { parent, foreign_key: None, on_delete: None, on_update: None };
+    let mut any = false;
+    while content.peek(syn::Token![,]) {
+        let _: syn::Token![,] = content.parse()?;
+        if content.is_empty() {
+            break;
+        }
+        let key: Ident = content.parse()?;
+        let _: syn::Token![=] = content.parse()?;
+        if key == "foreign_key" {
+            out.foreign_key = Some(content.parse()?);
+        } else if key == "on_delete" {
+            out.on_delete = action(&content.parse()?)?;
+            any = true;
+        } else if key == "on_update" {
+            out.on_update = action(&content.parse()?)?;
+            any = true;
+        } else {
+            return Err(syn::Error::new(
+                key.span(),
+                "expected `foreign_key = column`, `on_delete = \"..\"` or `on_update = \"..\"`",
+            ));
+        }
+    }
+    if !any {
+        return Err(syn::Error::new(
+            out.parent.span(),
+            "`belongs_to(Parent, ..)` declares referential actions: give `on_delete = \"..\"` and/or `on_update = \"..\"`",
+        ));
+    }
+    Ok(out)
 }
 
 fn string_list(input: syn::parse::ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
@@ -120,8 +184,18 @@ fn parse_model_attrs(input: &DeriveInput) -> syn::Result<ModelAttrs> {
                         None => return Err(meta.error("expected `scope(fields(\"field\", ..))`")),
                     }
                     Ok(())
+                } else if meta.path.is_ident("belongs_to") {
+                    out.references.push(parse_reference(meta.input)?);
+                    Ok(())
+                } else if meta.path.is_ident("collated") {
+                    let list = string_list(meta.input)?;
+                    if list.is_empty() {
+                        return Err(meta.error("`collated(..)` needs at least one field name"));
+                    }
+                    out.collated.extend(list);
+                    Ok(())
                 } else {
-                    Err(meta.error("unknown matroska attribute; expected `scope(fields(..))` or `scope(fields(..), watch(..))`"))
+                    Err(meta.error("unknown matroska attribute; expected `scope(fields(..))`, `scope(fields(..), watch(..))`, `belongs_to(Parent, on_delete = \"..\", on_update = \"..\")` or `collated(..)`"))
                 }
             })?;
         }
@@ -268,14 +342,15 @@ fn expand_cache_model(input: &DeriveInput) -> syn::Result<TokenStream2> {
     }
 
     // relations
+    let default_fk = |parent: &Path| {
+        let last = parent.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+        Ident::new(&format!("{}_id", snake_case(&last)), parent.span())
+    };
     let mut fks = Vec::new();
     for (parent, fk) in &attrs.belongs_to {
         let column = match fk {
             Some(c) => c.clone(),
-            None => {
-                let last = parent.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
-                Ident::new(&format!("{}_id", snake_case(&last)), parent.span())
-            }
+            None => default_fk(parent),
         };
         let field = fields.iter().find(|f| column_of(f).map(|c| c == column).unwrap_or(false)).ok_or_else(|| {
             syn::Error::new(parent.span(), format!("no field of this model is the foreign key `{column}`"))
@@ -290,6 +365,61 @@ fn expand_cache_model(input: &DeriveInput) -> syn::Result<TokenStream2> {
             )
         });
     }
+
+    // referential actions of the relations
+    let mut references = Vec::new();
+    for r in &attrs.references {
+        let column = r.foreign_key.clone().unwrap_or_else(|| default_fk(&r.parent));
+        let last = |p: &Path| p.segments.last().map(|s| s.ident.to_string());
+        let declared = attrs
+            .belongs_to
+            .iter()
+            .any(|(p, fk)| last(p) == last(&r.parent) && fk.clone().unwrap_or_else(|| default_fk(p)) == column);
+        if !declared {
+            return Err(syn::Error::new(
+                r.parent.span(),
+                format!("no `#[diesel(belongs_to(..))]` of this model has this parent and the foreign key `{column}`"),
+            ));
+        }
+        let field = fields.iter().find(|f| column_of(f).map(|c| c == column).unwrap_or(false)).ok_or_else(|| {
+            syn::Error::new(r.parent.span(), format!("no field of this model is the foreign key `{column}`"))
+        })?;
+        let name = name_of(&column_path(field)?);
+        let parent = &r.parent;
+        let opt = |a: &Option<TokenStream2>| match a {
+            Some(a) => quote! { ::core::option::Option::Some(#a) },
+            None => quote! { ::core::option::Option::None },
+        };
+        let (on_delete, on_update) = (opt(&r.on_delete), opt(&r.on_update));
+        references.push(quote! {
+            .reference(
+                #name,
+                ::matroska_diesel::__private::table_name_of::<
+                    <#parent as ::matroska_diesel::__private::diesel::associations::HasTable>::Table
+                >().0,
+                #on_delete,
+                #on_update,
+            )
+        });
+    }
+
+    // collated scope fields
+    let mut collated = Vec::new();
+    for lit in &attrs.collated {
+        let f = find_field(&lit.value(), lit.span())?;
+        if !attrs.scopes.iter().any(|s| s.fields.iter().any(|x| x.value() == lit.value())) {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!("`{}` is not a field of any `scope(fields(..))`", lit.value()),
+            ));
+        }
+        collated.push(name_of(&column_path(f)?));
+    }
+    let collated = if collated.is_empty() {
+        quote! {}
+    } else {
+        quote! { .collated(&[#(#collated),*]) }
+    };
 
     Ok(quote! {
         #[automatically_derived]
@@ -309,6 +439,8 @@ fn expand_cache_model(input: &DeriveInput) -> syn::Result<TokenStream2> {
                         .primary_key(&[#(#pk_names),*])
                         #(#scopes)*
                         #(#fks)*
+                        #(#references)*
+                        #collated
                         .build()
                 })
             }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use diesel::connection::{CacheSize, Instrumentation};
+use diesel::connection::{CacheSize, Instrumentation, TransactionManagerStatus};
 use diesel::query_builder::{AsQuery, QueryFragment, QueryId};
 use diesel::QueryResult;
 use diesel_async::{AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection, TransactionManager};
@@ -170,7 +170,18 @@ where
     /// Cleans up after an abandoned write: rolls back its own transaction.
     pub(super) async fn recover(&mut self) -> QueryResult<()> {
         if let Some(a) = self.abandoned.take() {
-            if a.own_transaction && self.inner_depth() > self.levels.depth() {
+            let in_error = matches!(
+                C::TransactionManager::transaction_manager_status_mut(&mut self.inner),
+                TransactionManagerStatus::InError
+            );
+            if a.own_transaction && in_error && self.levels.depth() == 0 {
+                // its BEGIN was abandoned before its outcome was known: the
+                // database may be in a transaction nobody knows of; end it
+                // (an error or a warning when there is none)
+                let _ = self.inner.batch_execute("ROLLBACK").await;
+                *C::TransactionManager::transaction_manager_status_mut(&mut self.inner) =
+                    TransactionManagerStatus::default();
+            } else if a.own_transaction && self.inner_depth() > self.levels.depth() {
                 C::TransactionManager::rollback_transaction(&mut self.inner).await?;
             }
             let depth = self.inner_depth();
@@ -181,16 +192,28 @@ where
 
     /// Begins a transaction of the connection's own (SQLite: `BEGIN
     /// IMMEDIATE`, which takes the write lock at once).
+    ///
+    /// While `BEGIN` runs, the wrapped connection's transaction state says
+    /// "in error": if this future is dropped before the outcome is known
+    /// (the `BEGIN` may have gone through), the next call rolls back
+    /// ([`recover`](Self::recover)) and a pool sees a broken connection
+    /// (diesel-async's `is_broken`) instead of one in a transaction nobody
+    /// knows of.
     async fn begin_own(&mut self) -> QueryResult<()> {
-        self.inner.batch_execute(<C::Backend as CacheBackend>::BEGIN_OWN).await?;
         let status = C::TransactionManager::transaction_manager_status_mut(&mut self.inner);
+        if depth_of(status) != 0 {
+            return Err(diesel::result::Error::AlreadyInTransaction);
+        }
+        status.set_in_error();
+        let begun = self.inner.batch_execute(<C::Backend as CacheBackend>::BEGIN_OWN).await;
+        let status = C::TransactionManager::transaction_manager_status_mut(&mut self.inner);
+        *status = TransactionManagerStatus::default();
+        begun?;
         match status {
-            diesel::connection::TransactionManagerStatus::Valid(valid) => {
+            TransactionManagerStatus::Valid(valid) => {
                 valid.change_transaction_depth(diesel::connection::TransactionDepthChange::IncreaseDepth)
             }
-            diesel::connection::TransactionManagerStatus::InError => {
-                Err(diesel::result::Error::BrokenTransactionManager)
-            }
+            TransactionManagerStatus::InError => Err(diesel::result::Error::BrokenTransactionManager),
         }
     }
 
@@ -213,9 +236,10 @@ where
         want: Want,
     ) -> QueryResult<Answer<<C as RowOf>::R>> {
         let in_transaction = self.levels.depth() > 0;
-        if in_transaction {
-            // whatever a loader reads here may be uncommitted (or an old snapshot)
-            matroska::mark_uncacheable("read inside a database transaction");
+        if let Some(token) = self.levels.token() {
+            // whatever a loader, or this task's manual puts, read here may be
+            // uncommitted (or an old snapshot)
+            matroska::read_in_transaction(token, "read inside a database transaction");
         }
         if matches!(plan, Plan::Plain) {
             return self.forward(raw, want).await;
@@ -227,7 +251,14 @@ where
                     self.levels.settle(id, deps);
                     Ok(answer)
                 }
+                Err(e) if plan.script() => {
+                    // several statements: those before the failing one may
+                    // have written, and stay in the transaction
+                    self.levels.settle(id, plan.coarse());
+                    Err(e)
+                }
                 Err(e) => {
+                    // one statement fails whole: it changed nothing
                     self.levels.cancel(id);
                     Err(e)
                 }
@@ -261,6 +292,14 @@ where
         if !own {
             let (answer, deps) = match self.write(&plan, raw, want).await {
                 Ok(done) => done,
+                Err(e) if plan.script() => {
+                    // statements before the failing one ran and committed
+                    // (SQLite runs them one by one)
+                    let r = self.shared.apply(plan.coarse(), None).await;
+                    guard.disarm();
+                    self.last_commit = Some(Committed::from_result(r));
+                    return Err(e);
+                }
                 Err(e) => {
                     // the statement failed: it changed nothing
                     guard.disarm();
@@ -323,8 +362,8 @@ where
         raw: Raw<C::Backend>,
         want: Want,
     ) -> QueryResult<(Answer<<C as RowOf>::R>, Vec<Dep>)> {
-        let (info, w) = match plan {
-            Plan::Precise { info, write } => (*info, write),
+        let (info, w, also) = match plan {
+            Plan::Precise { info, write, also } => (*info, write, also),
             other => {
                 let deps = other.coarse();
                 return Ok((self.forward(raw, want).await?, deps));
@@ -351,7 +390,7 @@ where
         };
         #[cfg(feature = "test-hooks")]
         if before.is_some() {
-            crate::test_hooks::after_read_first().await;
+            crate::test_hooks::after_read_first(&self.shared).await;
         }
         // the statement, returning the rows it wrote
         let (answer, returned) = if w.returning {
@@ -373,7 +412,7 @@ where
             };
             (answer, decoded)
         };
-        let deps = match returned {
+        let mut deps = match returned {
             Some(after) => match precise_deps(info, w, before.as_deref(), &after) {
                 Ok(deps) => deps,
                 Err(e) => {
@@ -386,6 +425,7 @@ where
                 vec![info.everything(), unkeyed_insert(info.table)]
             }
         };
+        deps.extend(also.iter().cloned());
         Ok((answer, deps))
     }
 
@@ -400,12 +440,8 @@ where
         T: QueryFragment<C::Backend> + QueryId + Send,
     {
         let raw = Raw::capture(&query)?;
-        let deps: Vec<Dep> = tables
-            .iter()
-            .flat_map(|t| {
-                write::table_switch(&matroska_sql::TableName { schema: None, table: (*t).to_owned(), quoted: true })
-            })
-            .collect();
+        // (qualified names, and names in any case, resolve to the model)
+        let deps: Vec<Dep> = tables.iter().flat_map(|t| write::touched(t)).collect();
         self.recover().await?;
         if self.levels.depth() > 0 {
             let id = self.levels.reserve(deps.clone());
@@ -462,8 +498,8 @@ where
             self.recover().await?;
             let plan = self.shared.plan(&raw.sql, <C::Backend as CacheBackend>::DIALECT)?;
             if matches!(plan, Plan::Plain) {
-                if self.levels.depth() > 0 {
-                    matroska::mark_uncacheable("read inside a database transaction");
+                if let Some(token) = self.levels.token() {
+                    matroska::read_in_transaction(token, "read inside a database transaction");
                 }
                 // a read streams from the wrapped connection
                 return Ok(self.inner.load(raw).await?.boxed());

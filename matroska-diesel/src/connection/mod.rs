@@ -8,6 +8,7 @@ pub(crate) mod raw;
 mod transaction;
 pub(crate) mod write;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -149,17 +150,27 @@ pub(crate) struct Shared {
     unparsed: UnparsedStatements,
     counters: Counters,
     pub(crate) outbox: Option<Arc<Outbox>>,
+    /// Tables that writes to a table also write (triggers, views), by
+    /// lower-case table name: their coarse dependencies.
+    triggers: HashMap<String, Vec<Dep>>,
 }
 
 impl Shared {
     /// The plan of a statement's text, or its refusal.
     pub(crate) fn plan(&self, sql: &str, dialect: matroska_sql::Dialect) -> Result<write::Plan, diesel::result::Error> {
         let analysis = self.analyses.get(sql, dialect);
-        match write::plan(&analysis, self.unparsed == UnparsedStatements::InvalidateEverything) {
+        let also = |w: &matroska_sql::Write| {
+            let mut deps = write::referential(&w.table.table, &w.kind);
+            if let Some(t) = self.triggers.get(&w.table.table.to_lowercase()) {
+                deps.extend(t.iter().cloned());
+            }
+            deps
+        };
+        match write::plan(&analysis, self.unparsed == UnparsedStatements::InvalidateEverything, &also) {
             Ok(plan) => {
                 match &plan {
                     write::Plan::Plain => {}
-                    write::Plan::Coarse(_) => {
+                    write::Plan::Coarse(_) | write::Plan::Script(_) => {
                         self.counters.writes.fetch_add(1, Ordering::Relaxed);
                         self.counters.coarse.fetch_add(1, Ordering::Relaxed);
                     }
@@ -241,6 +252,7 @@ pub struct CachedDatabaseBuilder {
     analyses: u64,
     outbox: Option<Arc<Outbox>>,
     outbox_error: Option<String>,
+    triggers: HashMap<String, Vec<Dep>>,
 }
 
 impl fmt::Debug for CachedDatabaseBuilder {
@@ -254,6 +266,31 @@ impl CachedDatabaseBuilder {
     /// [`UnparsedStatements::Refuse`]).
     pub fn unparsed_statements(mut self, policy: UnparsedStatements) -> Self {
         self.unparsed = policy;
+        self
+    }
+
+    /// Declares that every write to `table` also writes `tables`: a
+    /// trigger, a rule, a foreign-key action not declared on the models, a
+    /// model over a view of `table`. They are invalidated coarsely (every
+    /// cached list, relation and row of each) after every write to `table`,
+    /// with it. Names may be schema-qualified; repeatable.
+    ///
+    /// Referential actions declared on models
+    /// (`#[matroska(belongs_to(Parent, on_delete = "cascade"))]`) need no
+    /// declaration here.
+    ///
+    /// ```ignore
+    /// // CREATE TRIGGER comment_counts AFTER INSERT ON comments ... UPDATE posts SET comment_count = ...
+    /// let cached = CachedDatabase::builder(cache).trigger("comments", &["posts"]).build()?;
+    /// ```
+    pub fn trigger(mut self, table: &str, tables: &[&str]) -> Self {
+        let key = table.rsplit('.').next().unwrap_or(table).trim_matches(|c| c == '"' || c == '`').to_lowercase();
+        let deps = self.triggers.entry(key).or_default();
+        for t in tables {
+            deps.extend(write::touched(t));
+        }
+        deps.sort_unstable();
+        deps.dedup();
         self
     }
 
@@ -310,6 +347,7 @@ impl CachedDatabaseBuilder {
                 unparsed: self.unparsed,
                 counters: Counters::default(),
                 outbox: self.outbox,
+                triggers: self.triggers,
             }),
         })
     }
@@ -355,6 +393,7 @@ impl CachedDatabase {
             analyses: 1024,
             outbox: None,
             outbox_error: None,
+            triggers: HashMap::new(),
         }
     }
 

@@ -19,6 +19,9 @@ use crate::backend::CacheBackend;
 pub struct Levels {
     levels: Vec<Level>,
     next: u64,
+    /// The open transaction, as the cache sees it: puts from tasks that
+    /// read through it (or its savepoints) are refused until it ends.
+    token: Option<matroska::TransactionToken>,
 }
 
 #[derive(Debug, Default)]
@@ -32,7 +35,15 @@ impl Levels {
     }
 
     fn push(&mut self) {
+        if self.token.is_none() {
+            self.token = Some(matroska::TransactionToken::new());
+        }
         self.levels.push(Level::default());
+    }
+
+    /// The open transaction's token (`None` outside a transaction).
+    pub(crate) fn token(&self) -> Option<&matroska::TransactionToken> {
+        self.token.as_ref()
     }
 
     /// Records what a write about to run may change (coarse): if its caller
@@ -68,6 +79,13 @@ impl Levels {
         self.levels.pop().map(|l| l.entries.into_iter().flat_map(|(_, d)| d).collect()).unwrap_or_default()
     }
 
+    /// Ends the transaction as the cache sees it, once no level is open.
+    fn end_if_closed(&mut self) {
+        if self.levels.is_empty() {
+            self.token = None;
+        }
+    }
+
     fn absorb(&mut self, deps: Vec<Dep>) {
         if deps.is_empty() {
             return;
@@ -95,6 +113,7 @@ impl Levels {
         while self.levels.len() < inner_depth {
             self.push();
         }
+        self.end_if_closed();
     }
 }
 

@@ -28,8 +28,14 @@ pub(crate) enum Plan {
     Plain,
     /// Invalidates these dependencies once it ran.
     Coarse(Vec<Dep>),
-    /// A write to one cached model's table, followed row by row.
-    Precise { info: &'static ModelInfo, write: Write },
+    /// Several statements in one text (or a procedure): coarse, and if one
+    /// fails, those before it may have written (SQLite runs them one by
+    /// one, each committed outside a transaction).
+    Script(Vec<Dep>),
+    /// A write to one cached model's table, followed row by row; `also`:
+    /// what the database writes elsewhere because of it (declared
+    /// referential actions and triggers), coarse.
+    Precise { info: &'static ModelInfo, write: Write, also: Vec<Dep> },
 }
 
 impl Plan {
@@ -38,15 +44,25 @@ impl Plan {
     pub(crate) fn coarse(&self) -> Vec<Dep> {
         match self {
             Plan::Plain => Vec::new(),
-            Plan::Coarse(d) => d.clone(),
-            Plan::Precise { info, .. } => vec![info.everything(), unkeyed_insert(info.table)],
+            Plan::Coarse(d) | Plan::Script(d) => d.clone(),
+            Plan::Precise { info, also, .. } => {
+                let mut deps = vec![info.everything(), unkeyed_insert(info.table)];
+                deps.extend(also.iter().cloned());
+                deps
+            }
         }
+    }
+
+    /// Whether the text holds several statements, some of which may have
+    /// written when a later one fails.
+    pub(crate) fn script(&self) -> bool {
+        matches!(self, Plan::Script(_))
     }
 
     /// Whether rows must be read before the statement runs.
     pub(crate) fn reads_first(&self) -> bool {
         match self {
-            Plan::Precise { info, write: Write { kind: WriteKind::Update { assignments, .. }, .. } } => {
+            Plan::Precise { info, write: Write { kind: WriteKind::Update { assignments, .. }, .. }, .. } => {
                 assignments.iter().any(|(c, _)| info.moves_rows(c))
             }
             _ => false,
@@ -54,10 +70,10 @@ impl Plan {
     }
 }
 
-/// The coarse dependencies of a table no cached model has: its switch (and
-/// the lowercase spelling of an unquoted name).
+/// The coarse dependencies of a table no cached model has: its switch (in
+/// lower case, and as written: names are matched without regard to case).
 pub(crate) fn table_switch(name: &TableName) -> Vec<Dep> {
-    let table = if name.quoted { name.table.clone() } else { name.table.to_lowercase() };
+    let table = name.table.to_lowercase();
     let mut deps = vec![Dep::invalidate_all(&table), unkeyed_insert(&table)];
     if table != name.table {
         deps.push(Dep::invalidate_all(&name.table));
@@ -66,25 +82,100 @@ pub(crate) fn table_switch(name: &TableName) -> Vec<Dep> {
     deps
 }
 
-/// Turns an analysis into a plan, or a refusal.
-pub(crate) fn plan(analysis: &Analysis, unparsed_coarse: bool) -> Result<Plan, Refusal> {
+/// The coarse dependencies of a table named by hand (`"articles"`,
+/// `"public.articles"`, `"\"Articles\""`): the registered model's, or the
+/// table's switch.
+pub(crate) fn touched(name: &str) -> Vec<Dep> {
+    let (schema, table) = match name.rsplit_once('.') {
+        Some((schema, table)) => (Some(schema.trim_matches(|c| c == '"' || c == '`').to_owned()), table),
+        None => (None, name),
+    };
+    let table = table.trim_matches(|c| c == '"' || c == '`').to_owned();
+    let name = TableName { schema, table, quoted: false };
+    match entity::lookup(&name) {
+        Some(info) => vec![info.everything(), unkeyed_insert(info.table)],
+        None => table_switch(&name),
+    }
+}
+
+/// What a write to `table` changes in other tables through the referential
+/// actions declared on registered models (`#[matroska(belongs_to(Parent,
+/// on_delete = "cascade"))]`): every cached list, relation and row of each
+/// referencing model whose rows it may delete or update, and so on down the
+/// references.
+pub(crate) fn referential(table: &str, kind: &WriteKind) -> Vec<Dep> {
+    /// Which columns of a table's rows a write may change.
+    #[derive(Clone)]
+    enum Changed {
+        No,
+        Any,
+        Columns(Vec<String>),
+    }
+    let start = match kind {
+        WriteKind::Delete { .. } | WriteKind::Insert { replace: true, .. } => (true, Changed::No),
+        WriteKind::Whole => (true, Changed::Any),
+        WriteKind::Update { assignments, .. } => {
+            (false, Changed::Columns(assignments.iter().map(|(c, _)| c.clone()).collect()))
+        }
+        WriteKind::Insert { .. } => return Vec::new(),
+    };
+    let mut deps = Vec::new();
+    let mut seen: BTreeSet<(String, bool)> = BTreeSet::new();
+    let mut work = vec![(table.to_lowercase(), start.0, start.1)];
+    while let Some((t, deletes, changed)) = work.pop() {
+        if !seen.insert((t.clone(), deletes)) {
+            continue;
+        }
+        for (child, r) in entity::referencing(&t) {
+            let by_delete = if deletes { r.on_delete } else { None };
+            // the referenced columns: the parent's key (unknown: any)
+            let key_changed = match (&changed, entity::key_columns(r.parent)) {
+                (Changed::No, _) => false,
+                (Changed::Any, _) | (Changed::Columns(_), None) => true,
+                (Changed::Columns(cols), Some(keys)) => {
+                    cols.iter().any(|c| keys.iter().any(|k| k.eq_ignore_ascii_case(c)))
+                }
+            };
+            let by_update = if key_changed { r.on_update } else { None };
+            if by_delete.is_none() && by_update.is_none() {
+                continue;
+            }
+            deps.extend([child.everything(), unkeyed_insert(child.table)]);
+            // the referencing rows are deleted, or their foreign key changes
+            let child_deletes = by_delete == Some(entity::Action::Cascade);
+            work.push((child.table.to_lowercase(), child_deletes, Changed::Columns(vec![r.column.to_owned()])));
+        }
+    }
+    deps.sort_unstable();
+    deps.dedup();
+    deps
+}
+
+/// Turns an analysis into a plan, or a refusal. `also` gives what a write
+/// changes elsewhere (referential actions, declared triggers).
+pub(crate) fn plan(
+    analysis: &Analysis,
+    unparsed_coarse: bool,
+    also: &dyn Fn(&Write) -> Vec<Dep>,
+) -> Result<Plan, Refusal> {
     match analysis {
         Analysis::Read | Analysis::Nothing => Ok(Plan::Plain),
         Analysis::Control(what) => Err(Refusal::TransactionControl((*what).to_owned())),
         Analysis::Unparsed(msg) if !unparsed_coarse => Err(Refusal::Unparsed(msg.clone())),
         Analysis::Unparsed(why) => {
             warn!(reason = %why, "unparsed statement: invalidating every cached model after it");
-            Ok(Plan::Coarse(entity::every_model()))
+            Ok(Plan::Script(entity::every_model()))
         }
         Analysis::Unattributable(why) => {
+            // (a procedure that fails half-way may have written: a script)
             tracing::debug!(reason = why, "invalidating every cached model after this statement");
-            Ok(Plan::Coarse(entity::every_model()))
+            Ok(Plan::Script(entity::every_model()))
         }
         Analysis::Writes(writes) => {
             if let [w] = writes.as_slice() {
                 if let Some(info) = entity::lookup(&w.table) {
-                    if !matches!(w.kind, WriteKind::Whole) {
-                        return Ok(Plan::Precise { info, write: w.clone() });
+                    if !matches!(w.kind, WriteKind::Whole) && !w.script {
+                        return Ok(Plan::Precise { info, write: w.clone(), also: also(w) });
                     }
                 }
             }
@@ -94,8 +185,9 @@ pub(crate) fn plan(analysis: &Analysis, unparsed_coarse: bool) -> Result<Plan, R
                     Some(info) => deps.extend([info.everything(), unkeyed_insert(info.table)]),
                     None => deps.extend(table_switch(&w.table)),
                 }
+                deps.extend(also(w));
             }
-            Ok(Plan::Coarse(deps))
+            Ok(if writes.iter().any(|w| w.script) { Plan::Script(deps) } else { Plan::Coarse(deps) })
         }
     }
 }
@@ -105,11 +197,45 @@ fn quote(name: &str) -> String {
 }
 
 /// The statement with `RETURNING` the columns that matter, on a line of its
-/// own (a trailing `--` comment cannot swallow it).
+/// own, after the statement's last token: trailing comments and semicolons
+/// are cut (text after a `;` would be a second statement, which SQLite
+/// ignores and PostgreSQL refuses).
 pub(crate) fn with_returning<DB: CacheBackend>(stmt: &Raw<DB>, info: &ModelInfo) -> Raw<DB> {
     let cols: Vec<String> = info.needed().map(quote).collect();
-    let sql = stmt.sql.trim_end().trim_end_matches(';').trim_end();
+    let sql = statement_text::<DB>(&stmt.sql);
     stmt.derived(format!("{sql}\nRETURNING {}", cols.join(", ")))
+}
+
+/// The text of a statement up to its last token (without trailing
+/// whitespace, comments and semicolons).
+pub(crate) fn statement_text<DB: CacheBackend>(sql: &str) -> &str {
+    use sqlparser::dialect::{PostgreSqlDialect, SQLiteDialect};
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = match DB::DIALECT {
+        matroska_sql::Dialect::Postgres => Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location(),
+        _ => Tokenizer::new(&SQLiteDialect {}, sql).tokenize_with_location(),
+    };
+    let fallback = || sql.trim_end().trim_end_matches(';').trim_end();
+    let Ok(tokens) = tokens else { return fallback() };
+    let Some(last) = tokens.iter().rev().find(|t| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon)) else {
+        return fallback();
+    };
+    // the end location: line and column (from 1, in characters) just past it
+    let (line, column) = (last.span.end.line, last.span.end.column);
+    let mut at_line = 1;
+    let mut at_column = 1;
+    for (i, c) in sql.char_indices() {
+        if (at_line, at_column) >= (line, column) {
+            return &sql[..i];
+        }
+        if c == '\n' {
+            at_line += 1;
+            at_column = 1;
+        } else {
+            at_column += 1;
+        }
+    }
+    sql
 }
 
 /// `SELECT` of the rows an update's filter names, locked where the database
@@ -259,6 +385,18 @@ pub(crate) fn precise_deps(
                     Some(rows) => {
                         for r in rows {
                             deps.extend(info.row_deps(r, Some(&changed))?);
+                        }
+                        // a row it changed that the read did not see (it
+                        // entered the condition after the read: PostgreSQL's
+                        // READ COMMITTED re-evaluates it, and the locking read
+                        // does not block inserts or moves into it): its old
+                        // values, and so the lists it left, are unknown
+                        let read: Vec<Option<Dep>> = rows.iter().map(|r| info.row_pk_dep(r)).collect();
+                        if after.iter().any(|r| {
+                            let key = info.row_pk_dep(r);
+                            key.is_none() || !read.contains(&key)
+                        }) {
+                            deps.push(info.everything());
                         }
                     }
                     None => deps.push(info.everything()),

@@ -4,17 +4,12 @@
 //! invalidation; Redis down during writes.
 //!
 //! ```text
-//! cargo test -p matroska-diesel --test outbox
-//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test outbox
+//! cargo test -p matroska-diesel --test integration outbox::
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test integration outbox::
 //! ```
 //!
 //! The process-kill and Redis-outage tests spawn their own `redis-server`
 //! (skipped without one unless `MATROSKA_REQUIRE_REDIS=1`).
-
-mod common;
-#[path = "../../matroska/tests/common/redis_server.rs"]
-#[allow(dead_code)]
-mod redis_server;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::schema::*;
-use common::*;
+use crate::common::schema::*;
+use crate::common::*;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use matroska::{Cache, Dep, MemoryBackend};
@@ -280,7 +275,7 @@ async fn a_writer_killed_between_commit_and_invalidation_loses_nothing() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    let Some(server) = redis_server::RedisServer::start() else { return };
+    let Some(server) = crate::redis_server::RedisServer::start() else { return };
     let tdb = TestDb::new("outbox_kill").await;
     let namespace = format!("dkill-{}", std::process::id());
     let cache = redis_cache(&server.url(), &namespace).await;
@@ -290,7 +285,7 @@ async fn a_writer_killed_between_commit_and_invalidation_loses_nothing() {
     cached.outbox().unwrap().drain_all().await.unwrap();
     // the child writer commits and dies before invalidating
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writer_killed_after_commit", "--nocapture", "--test-threads", "1"])
+        .args(["--exact", "outbox::child_writer_killed_after_commit", "--nocapture", "--test-threads", "1"])
         .env(CHILD, &tdb.url)
         .status()
         .unwrap();
@@ -313,7 +308,7 @@ async fn a_writer_killed_between_commit_and_invalidation_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_on_while_redis_is_down_and_reads_wait_for_their_intents() {
-    let Some(mut server) = redis_server::RedisServer::start() else { return };
+    let Some(mut server) = crate::redis_server::RedisServer::start() else { return };
     let tdb = TestDb::new("outbox_redis_down").await;
     let namespace = format!("ddown-{}", std::process::id());
     let backend = matroska::RedisBackend::builder(server.url())

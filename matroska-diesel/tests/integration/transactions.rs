@@ -4,14 +4,12 @@
 //! and the forced race of two moves of one row.
 //!
 //! ```text
-//! cargo test -p matroska-diesel --test transactions
-//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test transactions
+//! cargo test -p matroska-diesel --test integration transactions::
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test integration transactions::
 //! ```
 
-mod common;
-
-use common::schema::*;
-use common::*;
+use crate::common::schema::*;
+use crate::common::*;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use matroska_diesel::Committed;
@@ -144,7 +142,7 @@ async fn a_move_waits_for_a_concurrent_move_of_the_same_row() {
     prepare(&mut db, &cache).await;
     let paused = std::sync::Arc::new(tokio::sync::Notify::new());
     let resume = std::sync::Arc::new(tokio::sync::Notify::new());
-    matroska_diesel::test_hooks::pause_next_write_after_read(paused.clone(), resume.clone());
+    matroska_diesel::test_hooks::pause_next_write_after_read(&cached, paused.clone(), resume.clone());
     let mut w1c = tdb.connect(&cached).await;
     let w1 = tokio::spawn(async move {
         on!(&mut w1c, |c| diesel::update(articles::table.find(1)).set(articles::category_id.eq(3)).execute(c).await)

@@ -3,14 +3,12 @@
 //! refuses, checked against every cached view.
 //!
 //! ```text
-//! cargo test -p matroska-diesel --test write_paths
-//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test write_paths
+//! cargo test -p matroska-diesel --test integration write_paths::
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo test -p matroska-diesel --test integration write_paths::
 //! ```
 
-mod common;
-
-use common::schema::*;
-use common::*;
+use crate::common::schema::*;
+use crate::common::*;
 use diesel::prelude::*;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use matroska_diesel::Refusal;

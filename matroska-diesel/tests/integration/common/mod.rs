@@ -186,6 +186,7 @@ pub struct ArticleTag {
 }
 
 /// One of the two wrapped connections.
+#[allow(clippy::large_enum_variant)]
 pub enum Db {
     Pg(CachedConnection<AsyncPgConnection>),
     Sqlite(CachedConnection<SqliteConn>),
@@ -324,10 +325,13 @@ impl TestDb {
     }
 }
 
-/// An SQLite connection in WAL mode that waits for locks.
+/// An SQLite connection in WAL mode that waits for locks and enforces
+/// foreign keys (as an application with `ON DELETE` actions sets it).
 pub async fn sqlite(path: &str) -> SqliteConn {
     let mut c = SqliteConn::establish(path).await.expect("open SQLite");
-    c.batch_execute("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000;").await.expect("pragmas");
+    c.batch_execute("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
+        .await
+        .expect("pragmas");
     c
 }
 
