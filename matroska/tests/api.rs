@@ -189,3 +189,194 @@ async fn non_transient_failures_are_not_kept() {
     // a backend without clear says so
     assert!(cache.clear().await.is_err());
 }
+
+#[test]
+fn deps_collect_extend_and_read_back() {
+    let deps: matroska::Deps = [Dep::id("a", 1), Dep::id("a", 2)].into_iter().collect();
+    deps.extend([Dep::tag("t")]);
+    let mut more = matroska::Deps::new();
+    Extend::extend(&mut more, [Dep::tag("u")]);
+    assert_eq!(deps.to_vec(), vec![Dep::id("a", 1), Dep::id("a", 2), Dep::tag("t")]);
+    assert_eq!(more.to_vec(), vec![Dep::tag("u")]);
+}
+
+#[test]
+fn dependency_encoding_is_exact_and_injective() {
+    assert_eq!(Dep::id("a:b", "c").as_str(), "id:a\\:b:c");
+    assert_eq!(Dep::id("a", "b:c").as_str(), "id:a:b\\:c");
+    assert_eq!(AsRef::<str>::as_ref(&Dep::tag("x")), "tag:x");
+    assert_ne!(Dep::id("a", "bc"), Dep::id("ab", "c"));
+    assert_ne!(Dep::id("a", "b"), Dep::tag("a:b"));
+}
+
+/// A backend that counts reads and can report impossible answers.
+#[derive(Debug)]
+struct Counting {
+    inner: MemoryBackend,
+    gets: std::sync::atomic::AtomicU64,
+    /// Report this position (out of range) as failed on every invalidation.
+    bogus_failure: Option<usize>,
+}
+
+#[async_trait::async_trait]
+impl Backend for Counting {
+    async fn get(&self, key: &str) -> Result<matroska::Lookup, matroska::BackendError> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn has(&self, key: &str) -> Result<bool, matroska::BackendError> {
+        self.inner.has(key).await
+    }
+    async fn put(&self, r: matroska::PutRequest<'_>) -> Result<matroska::PutOutcome, matroska::BackendError> {
+        self.inner.put(r).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, matroska::BackendError> {
+        self.inner.delete(key).await
+    }
+    async fn invalidate(&self, deps: &[String]) -> Result<matroska::Invalidated, matroska::BackendError> {
+        let mut inv = self.inner.invalidate(deps).await?;
+        if let Some(i) = self.bogus_failure {
+            inv.failed.push(i);
+            inv.error = Some(matroska::BackendError::new(matroska::BackendErrorKind::Unavailable, "bogus"));
+        }
+        Ok(inv)
+    }
+    async fn ticket(&self) -> Result<matroska::Ticket, matroska::BackendError> {
+        self.inner.ticket().await
+    }
+}
+
+// one thread: each waiter runs from its read to its wait for the flight
+// without interruption, so all have joined before the loader is released
+#[tokio::test]
+async fn waiters_joined_during_the_load_take_the_stored_value_without_reading_again() {
+    let backend =
+        Arc::new(Counting { inner: MemoryBackend::new(), gets: Default::default(), bogus_failure: None });
+    let cache = Cache::builder().shared_backend(backend.clone()).build().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let leader = {
+        let (cache, release, started) = (cache.clone(), release.clone(), started.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load("k", Duration::from_secs(60), |_| async move {
+                    started.notify_one();
+                    release.notified().await;
+                    Ok::<_, Error>(1u8)
+                })
+                .await
+        })
+    };
+    started.notified().await;
+    let mut waiters = Vec::new();
+    for _ in 0..4 {
+        let cache = cache.clone();
+        waiters.push(tokio::spawn(async move {
+            cache.get_or_load("k", Duration::from_secs(60), |_| async { Ok::<_, Error>(2u8) }).await
+        }));
+    }
+    // every waiter has read (and missed) before the loader is released
+    while backend.gets.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    assert_eq!(leader.await.unwrap().unwrap(), 1);
+    for w in waiters {
+        assert_eq!(w.await.unwrap().unwrap(), 1, "the leader's stored value");
+    }
+    assert_eq!(cache.stats().loads, 1);
+    assert_eq!(backend.gets.load(std::sync::atomic::Ordering::SeqCst), 5, "no waiter read the backend again");
+}
+
+#[tokio::test]
+async fn a_backend_reporting_positions_out_of_range_does_not_panic() {
+    let backend =
+        Arc::new(Counting { inner: MemoryBackend::new(), gets: Default::default(), bogus_failure: Some(7) });
+    let cache = Cache::builder().shared_backend(backend).build().unwrap();
+    cache.put("k", &1u8, [Dep::tag("t")], Duration::from_secs(60)).await.unwrap();
+    // the impossible position is ignored: every dependency took effect
+    assert_eq!(cache.invalidate([Dep::tag("t")]).await.unwrap(), 1);
+    assert_eq!(cache.pending_invalidations(), 0);
+}
+
+mod memory_boundaries {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use matroska::clock::MockClock;
+    use matroska::{Backend, Lookup, MemoryBackend, PutOutcome, PutRequest};
+
+    fn put<'a>(key: &'a str, value: &'static [u8], deps: &'a [String], ttl: Duration) -> PutRequest<'a> {
+        PutRequest { key, value: Bytes::from_static(value), deps, ttl, ticket: None }
+    }
+
+    #[tokio::test]
+    async fn an_entry_expires_at_its_instant_exactly() {
+        let clock = MockClock::new();
+        let b = MemoryBackend::builder().clock(clock.clone()).build().unwrap();
+        let deps = vec!["d".to_owned()];
+        assert_eq!(b.put(put("k", b"v", &deps, Duration::from_secs(10))).await.unwrap(), PutOutcome::Stored);
+        clock.advance(Duration::from_millis(9_999));
+        assert!(matches!(b.get("k").await.unwrap(), Lookup::Hit(_)));
+        assert!(b.has("k").await.unwrap());
+        assert_eq!(b.peek("k").await.unwrap().map(|(_, left)| left), Some(Some(Duration::from_millis(1))));
+        clock.advance(Duration::from_millis(1));
+        assert!(matches!(b.get("k").await.unwrap(), Lookup::Miss(_)));
+        assert!(!b.has("k").await.unwrap());
+        assert_eq!(b.peek("k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_second_put_with_more_dependencies_registers_them_all() {
+        let b = MemoryBackend::new();
+        let (a, ab) = (["a".to_owned()], ["a".to_owned(), "b".to_owned()]);
+        assert_eq!(b.put(put("k", b"v", &a, Duration::from_secs(60))).await.unwrap(), PutOutcome::Stored);
+        assert_eq!(b.put(put("k", b"v", &ab, Duration::from_secs(60))).await.unwrap(), PutOutcome::Stored);
+        assert_eq!(b.invalidate(&["b".to_owned()]).await.unwrap().dropped, 1);
+        assert!(!b.has("k").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_load_after_an_invalidation_at_the_same_instant_is_stored() {
+        let clock = MockClock::new();
+        let b = MemoryBackend::builder().clock(clock.clone()).build().unwrap();
+        let deps = vec!["d".to_owned()];
+        b.invalidate(&deps).await.unwrap();
+        let Lookup::Miss(ticket) = b.get("k").await.unwrap() else { panic!("a miss") };
+        let req = PutRequest { ticket: Some(ticket), ..put("k", b"v", &deps, Duration::from_secs(60)) };
+        assert_eq!(b.put(req).await.unwrap(), PutOutcome::Stored, "the read began after the invalidation");
+    }
+
+    #[tokio::test]
+    async fn a_ticket_is_good_for_exactly_the_window() {
+        let clock = MockClock::new();
+        let window = Duration::from_secs(5);
+        let b = MemoryBackend::builder().clock(clock.clone()).tombstone_window(window).build().unwrap();
+        let deps = vec!["d".to_owned()];
+        let Lookup::Miss(t1) = b.get("k1").await.unwrap() else { panic!("a miss") };
+        let Lookup::Miss(t2) = b.get("k2").await.unwrap() else { panic!("a miss") };
+        clock.advance(window);
+        let at = |key, ticket| PutRequest { ticket: Some(ticket), ..put(key, b"v", &deps, Duration::from_secs(60)) };
+        // t1 is now (at most) exactly the window old
+        assert_eq!(b.put(at("k1", t1)).await.unwrap(), PutOutcome::Stored);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(b.put(at("k2", t2)).await.unwrap(), PutOutcome::Refused, "older than the window");
+    }
+
+    #[tokio::test]
+    async fn max_bytes_counts_key_value_and_dependencies() {
+        // weight = key + value + (dependency + 16) each + 64 = 3 + 37 + 18 + 64 = 122
+        let b = MemoryBackend::builder().max_bytes(5 * 122).build().unwrap();
+        let deps = vec!["d0".to_owned()];
+        let value: &'static [u8] = &[7u8; 37];
+        for i in 0..5 {
+            let key = format!("k{i:02}");
+            assert_eq!(b.put(put(&key, value, &deps, Duration::from_secs(60))).await.unwrap(), PutOutcome::Stored);
+        }
+        b.run_pending_tasks();
+        assert_eq!(b.entry_count(), 5, "exactly five fit");
+        let _ = b.put(put("k05", value, &deps, Duration::from_secs(60))).await.unwrap();
+        b.run_pending_tasks();
+        assert!(b.entry_count() <= 5, "a sixth does not fit: {}", b.entry_count());
+    }
+}

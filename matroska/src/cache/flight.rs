@@ -80,12 +80,6 @@ impl Flights {
         flights.insert(key.to_owned(), Arc::clone(&shared));
         Role::Leader(FlightGuard { table: &self.0, key: key.to_owned(), tx: shared })
     }
-
-    /// The number of running flights (for tests and stats).
-    #[allow(dead_code)]
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.0).len()
-    }
 }
 
 /// Waits for the end of a flight joined as a waiter.
